@@ -1,0 +1,117 @@
+"""The FastAPI application: routers, and the mapping of every error to problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import sparekey
+from sparekey.api.metrics import Metrics
+from sparekey.api.problems import PROBLEMS, ProblemModel, problem_response, to_problem
+from sparekey.api.routers import factors, system, users, verify
+from sparekey.domain.errors import SparekeyError
+from sparekey.runtime import Sparekey
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("sparekey.api")
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ProblemModel, "description": description}
+    for status, description in [
+        (400, "The body is not valid JSON"),
+        (401, "No API key, or not a live one"),
+        (403, "The API key lacks the scope"),
+        (404, "The user or factor does not exist"),
+        (409, "The request conflicts with the current state"),
+        (422, "A field is missing or invalid"),
+        (503, "The database is busy; retry"),
+    ]
+}
+
+_STATUS_SLUGS = {404: "not-found", 405: "method-not-allowed", 415: "unsupported-media-type"}
+
+
+def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
+    api = FastAPI(
+        title="Sparekey",
+        version=sparekey.__version__,
+        summary="Two-factor authentication with backup and recovery built in.",
+        responses=_ERROR_RESPONSES,
+    )
+    api.state.sparekey = app
+    api.state.metrics = metrics or Metrics()
+    for router in (users.router, factors.router, verify.router, system.router):
+        api.include_router(router)
+    _install_error_handlers(api)
+    api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
+    return api
+
+
+def _install_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(SparekeyError)
+    async def domain_error(request: Request, exc: SparekeyError) -> JSONResponse:
+        return to_problem(exc)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = exc.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return problem_response("malformed-request", "the body is not valid JSON")
+        field_errors = [
+            {"field": ".".join(str(part) for part in p.get("loc", ())), "message": p.get("msg", "")}
+            for p in problems
+        ]
+        first = field_errors[0] if field_errors else {"field": "", "message": "invalid input"}
+        detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        return problem_response("invalid-input", detail, errors=field_errors)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = _STATUS_SLUGS.get(exc.status_code)
+        if slug is None:
+            slug = "malformed-request" if exc.status_code < 500 else "internal-error"
+        return problem_response(slug, str(exc.detail), headers=exc.headers)
+
+    @api.exception_handler(OperationalError)
+    async def database_busy(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return problem_response(
+            "unavailable", "the database is busy; retry", headers={"Retry-After": "1"}
+        )
+
+    @api.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response("internal-error", "the server failed; nothing was changed")
+
+
+def _openapi(api: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with error bodies declared as application/problem+json."""
+    if api.openapi_schema:
+        return api.openapi_schema
+    schema = get_openapi(
+        title=api.title,
+        version=api.version,
+        summary=api.summary,
+        routes=api.routes,
+    )
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status.isdigit() and int(status) >= 400 and "application/json" in content:
+                    content["application/problem+json"] = content.pop("application/json")
+    schema.setdefault("info", {})["description"] = (
+        "Errors are RFC 9457 problem details; each `type` is a stable URI whose description "
+        "this server serves. Problem types: " + ", ".join(sorted(PROBLEMS)) + "."
+    )
+    api.openapi_schema = schema
+    return schema

@@ -1,0 +1,27 @@
+"""Prometheus metrics, one registry per application instance."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.verifications = Counter(
+            "sparekey_verifications",
+            "Verification attempts by result and the type of factor that matched",
+            ["result", "factor_type"],
+            registry=self.registry,
+        )
+        self.verify_seconds = Histogram(
+            "sparekey_verify_duration_seconds",
+            "Time spent verifying a code, from request to answer",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

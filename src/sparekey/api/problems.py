@@ -1,0 +1,152 @@
+"""RFC 9457 problem details. Every error answer of the API is built here.
+
+Each problem type has a stable slug; its ``type`` member is the relative URI ``/problems/<slug>``,
+which this server answers with a description of the problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from sparekey.domain import errors
+
+__all__ = ["PROBLEMS", "ProblemModel", "ProblemType", "problem_response", "to_problem"]
+
+MEDIA_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    slug: str
+    status: int
+    title: str
+    description: str
+
+    @property
+    def uri(self) -> str:
+        return f"/problems/{self.slug}"
+
+
+_TYPES = [
+    ProblemType("malformed-request", 400, "Malformed request", "The body is not valid JSON."),
+    ProblemType(
+        "unauthorized",
+        401,
+        "Not authenticated",
+        "Send a live API key as `Authorization: Bearer sk_...`.",
+    ),
+    ProblemType(
+        "forbidden", 403, "Not allowed", "The API key lacks the scope this operation needs."
+    ),
+    ProblemType("not-found", 404, "Not found", "There is no such resource."),
+    ProblemType("user-not-found", 404, "User not found", "No user has this id."),
+    ProblemType("factor-not-found", 404, "Factor not found", "This user has no factor with this id."),
+    ProblemType("api-key-not-found", 404, "API key not found", "No API key has this id."),
+    ProblemType(
+        "method-not-allowed", 405, "Method not allowed", "This resource does not answer that method."
+    ),
+    ProblemType("user-exists", 409, "User exists", "A user with this id already exists."),
+    ProblemType(
+        "factor-state",
+        409,
+        "Factor in the wrong state",
+        "The factor's state does not allow this (for example confirming an active factor).",
+    ),
+    ProblemType(
+        "factor-expired",
+        409,
+        "Enrollment expired",
+        "The pending factor was not confirmed in time; enroll again.",
+    ),
+    ProblemType("conflict", 409, "Conflict", "The request conflicts with the current state."),
+    ProblemType(
+        "unsupported-media-type", 415, "Unsupported media type", "Send the body as application/json."
+    ),
+    ProblemType(
+        "invalid-input",
+        422,
+        "Invalid input",
+        "A field is missing or out of range; `errors` lists each field and why.",
+    ),
+    ProblemType(
+        "code-rejected",
+        422,
+        "Code rejected",
+        "The code given to confirm or resynchronise a factor did not match it.",
+    ),
+    ProblemType(
+        "unavailable",
+        503,
+        "Temporarily unavailable",
+        "The database is busy or unreachable; nothing was changed. Retry after a moment.",
+    ),
+    ProblemType(
+        "internal-error",
+        500,
+        "Internal error",
+        "Something failed on the server; nothing was changed. The error is logged.",
+    ),
+]
+PROBLEMS: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemModel(BaseModel):
+    """The RFC 9457 body, as documented in the OpenAPI schema."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+
+def problem_response(
+    slug: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    kind = PROBLEMS[slug]
+    body: dict[str, Any] = {
+        "type": kind.uri,
+        "title": kind.title,
+        "status": kind.status,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=kind.status, media_type=MEDIA_TYPE, headers=headers)
+
+
+_ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
+    (errors.UserNotFoundError, "user-not-found"),
+    (errors.FactorNotFoundError, "factor-not-found"),
+    (errors.ApiKeyNotFoundError, "api-key-not-found"),
+    (errors.NotFoundError, "not-found"),
+    (errors.UserExistsError, "user-exists"),
+    (errors.FactorExpiredError, "factor-expired"),
+    (errors.FactorStateError, "factor-state"),
+    (errors.ConflictError, "conflict"),
+    (errors.CodeRejectedError, "code-rejected"),
+    (errors.InvalidInputError, "invalid-input"),
+    (errors.AuthenticationError, "unauthorized"),
+    (errors.PermissionDeniedError, "forbidden"),
+    (errors.AuthError, "unauthorized"),
+]
+
+
+def to_problem(error: errors.SparekeyError) -> JSONResponse:
+    slug = next((s for cls, s in _ERROR_SLUGS if isinstance(error, cls)), "internal-error")
+    headers = {"WWW-Authenticate": "Bearer"} if slug == "unauthorized" else None
+    field_errors = None
+    if isinstance(error, errors.InvalidInputError) and error.field:
+        field_errors = [{"field": error.field, "message": error.detail}]
+    return problem_response(slug, error.detail, headers=headers, errors=field_errors)

@@ -1,0 +1,101 @@
+"""/v1/users/{id}/factors and backup codes: enrolling and managing second factors."""
+
+from __future__ import annotations
+
+import io
+
+import segno
+from fastapi import APIRouter, Depends, Response, status
+
+from sparekey.api.deps import App, require
+from sparekey.api.schemas import (
+    BackupCodesOut,
+    CodeBody,
+    EnrollmentOut,
+    FactorCreate,
+    FactorIdPath,
+    FactorList,
+    FactorOut,
+    FactorPatch,
+    ResyncBody,
+    UserIdPath,
+)
+from sparekey.domain.models import FactorType, Scope
+from sparekey.protocols.otpauth import b32encode
+from sparekey.protocols.rfc4226 import HashAlgorithm
+
+router = APIRouter(
+    prefix="/v1/users/{user_id}", tags=["factors"], dependencies=[Depends(require(Scope.MANAGE))]
+)
+
+
+def _qr_svg(qr: segno.QRCode) -> str:
+    out = io.BytesIO()
+    qr.save(out, kind="svg", xmldecl=False, scale=4, border=4, title="Authenticator setup code")
+    return out.getvalue().decode("utf-8")
+
+
+@router.post("/factors", status_code=status.HTTP_201_CREATED, response_model=EnrollmentOut)
+def enroll_factor(user_id: UserIdPath, body: FactorCreate, app: App) -> EnrollmentOut:
+    enrollment = app.factors.enroll(
+        user_id,
+        type=FactorType(body.type),
+        label=body.label,
+        algorithm=HashAlgorithm(body.algorithm),
+        digits=body.digits,
+        period=body.period,
+    )
+    qr = segno.make(enrollment.otpauth_uri, error="m")
+    return EnrollmentOut(
+        **FactorOut.of(enrollment.factor).model_dump(),
+        otpauth_uri=enrollment.otpauth_uri,
+        secret=b32encode(enrollment.secret),
+        qr_svg=_qr_svg(qr),
+        qr_png=qr.png_data_uri(scale=5, border=4) if body.qr_png else None,
+    )
+
+
+@router.get("/factors", response_model=FactorList)
+def list_factors(user_id: UserIdPath, app: App) -> FactorList:
+    return FactorList(factors=[FactorOut.of(f) for f in app.factors.list(user_id)])
+
+
+@router.get("/factors/{factor_id}", response_model=FactorOut)
+def get_factor(user_id: UserIdPath, factor_id: FactorIdPath, app: App) -> FactorOut:
+    return FactorOut.of(app.factors.get(user_id, factor_id))
+
+
+@router.patch("/factors/{factor_id}", response_model=FactorOut)
+def rename_factor(
+    user_id: UserIdPath, factor_id: FactorIdPath, body: FactorPatch, app: App
+) -> FactorOut:
+    return FactorOut.of(app.factors.rename(user_id, factor_id, label=body.label))
+
+
+@router.delete(
+    "/factors/{factor_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
+)
+def delete_factor(user_id: UserIdPath, factor_id: FactorIdPath, app: App) -> Response:
+    app.factors.delete(user_id, factor_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/factors/{factor_id}/confirm", response_model=FactorOut)
+def confirm_factor(
+    user_id: UserIdPath, factor_id: FactorIdPath, body: CodeBody, app: App
+) -> FactorOut:
+    return FactorOut.of(app.factors.confirm(user_id, factor_id, code=body.code))
+
+
+@router.post("/factors/{factor_id}/resync", response_model=FactorOut)
+def resync_factor(
+    user_id: UserIdPath, factor_id: FactorIdPath, body: ResyncBody, app: App
+) -> FactorOut:
+    first, second = body.codes
+    return FactorOut.of(app.factors.resync(user_id, factor_id, codes=(first, second)))
+
+
+@router.post("/backup-codes", status_code=status.HTTP_201_CREATED, response_model=BackupCodesOut)
+def regenerate_backup_codes(user_id: UserIdPath, app: App) -> BackupCodesOut:
+    new_set = app.backup_codes.regenerate(user_id)
+    return BackupCodesOut(codes=new_set.codes, created_at=new_set.created_at)

@@ -1,0 +1,46 @@
+"""/v1/users: the application's users."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from sparekey.api.deps import App, require
+from sparekey.api.schemas import SafeText, UserCreate, UserIdPath, UserList, UserOut, UserPatch
+from sparekey.domain.models import Scope
+
+router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(require(Scope.MANAGE))])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+def create_user(body: UserCreate, app: App) -> UserOut:
+    return UserOut.of(app.users.create(user_id=body.id, display_name=body.display_name, email=body.email))
+
+
+@router.get("", response_model=UserList)
+def search_users(
+    app: App,
+    query: Annotated[SafeText, Query(max_length=200, description="Part of an id, name or email")] = "",
+    cursor: Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9_-]*$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> UserList:
+    page = app.users.search(query=query, cursor=cursor, limit=limit)
+    return UserList(users=[UserOut.of(u) for u in page.users], next_cursor=page.next_cursor)
+
+
+@router.get("/{user_id}", response_model=UserOut)
+def get_user(user_id: UserIdPath, app: App) -> UserOut:
+    return UserOut.of(app.users.get(user_id))
+
+
+@router.patch("/{user_id}", response_model=UserOut)
+def update_user(user_id: UserIdPath, body: UserPatch, app: App) -> UserOut:
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    return UserOut.of(app.users.update(user_id, changes=changes))
+
+
+@router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_user(user_id: UserIdPath, app: App) -> Response:
+    app.users.delete(user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

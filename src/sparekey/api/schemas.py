@@ -1,0 +1,161 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from sparekey.domain.models import Factor, User
+
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=:~-]{0,127}$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _safe_text(value: str) -> str:
+    """Printable Unicode that every database can store: no control characters, no lone surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value.strip()
+
+
+SafeText = Annotated[str, AfterValidator(_safe_text)]
+UserIdPath = Annotated[
+    str, Path(pattern=USER_ID_PATTERN, max_length=128, description="The application's user id")
+]
+FactorIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A factor id")]
+Email = Annotated[
+    str,
+    Field(max_length=320, pattern=r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,255}$"),
+    AfterValidator(_safe_text),
+]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserCreate(Body):
+    id: str = Field(pattern=USER_ID_PATTERN, max_length=128, examples=["alice"])
+    display_name: Annotated[SafeText, Field(max_length=200)] | None = None
+    email: Email | None = Field(
+        default=None, description="Where security notifications go", examples=["alice@example.com"]
+    )
+
+
+class UserPatch(Body):
+    display_name: Annotated[SafeText, Field(max_length=200)] | None = None
+    email: Email | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    display_name: str | None
+    email: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id,
+            display_name=user.display_name,
+            email=user.email,
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+        )
+
+
+class UserList(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
+
+
+class FactorCreate(Body):
+    type: Literal["totp", "hotp"]
+    label: Annotated[SafeText, Field(max_length=100)] | None = None
+    algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
+    digits: int = Field(default=6, ge=6, le=8)
+    period: int = Field(default=30, ge=1, le=86_400, description="Seconds per step (TOTP)")
+    qr_png: bool = Field(default=False, description="Also return the QR code as a PNG data URI")
+
+
+class FactorOut(BaseModel):
+    id: str
+    type: str
+    status: Literal["pending", "active"]
+    label: str | None
+    algorithm: str
+    digits: int
+    period: int | None
+    drift: int = Field(description="Steps the device's clock was off at its last use (TOTP)")
+    created_at: datetime
+    confirmed_at: datetime | None
+    last_used_at: datetime | None
+    expires_at: datetime | None = Field(description="When a pending enrollment lapses")
+
+    @classmethod
+    def of(cls, factor: Factor) -> FactorOut:
+        return cls(
+            id=factor.id,
+            type=factor.type.value,
+            status=factor.status.value,
+            label=factor.label,
+            algorithm=factor.algorithm.value,
+            digits=factor.digits,
+            period=factor.period,
+            drift=factor.drift,
+            created_at=factor.created_at,
+            confirmed_at=factor.confirmed_at,
+            last_used_at=factor.last_used_at,
+            expires_at=factor.expires_at,
+        )
+
+
+class EnrollmentOut(FactorOut):
+    otpauth_uri: str = Field(description="Shown once; put it in a QR code or the user's app")
+    secret: str = Field(description="The seed in base32, for typing in by hand; shown once")
+    qr_svg: str = Field(description="The otpauth URI as an SVG QR code")
+    qr_png: str | None = Field(default=None, description="PNG data URI, when asked for")
+
+
+class FactorList(BaseModel):
+    factors: list[FactorOut]
+
+
+class FactorPatch(Body):
+    label: Annotated[SafeText, Field(max_length=100)] | None
+
+
+class CodeBody(Body):
+    code: str = Field(min_length=1, max_length=256)
+
+
+class ResyncBody(Body):
+    codes: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(
+        min_length=2, max_length=2, description="Two consecutive codes from the device"
+    )
+
+
+class BackupCodesOut(BaseModel):
+    codes: list[str] = Field(description="Shown once; each works once")
+    created_at: datetime
+
+
+class VerifyOut(BaseModel):
+    verified: bool
+    factor_id: str | None = Field(default=None, description="The factor that matched")
+    factor_type: Literal["totp", "hotp", "backup_code"] | None = None
+    backup_codes_remaining: int | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]

@@ -1,0 +1,186 @@
+"""``sparekey``: set up, run and administer a Sparekey server.
+
+Every command reads the same settings (``--data-dir`` or ``$SPAREKEY_DATA_DIR``, then
+``sparekey.toml`` there, then ``SPAREKEY_*`` variables). Failures print one line to stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from sparekey.crypto.providers import KeyFileError
+from sparekey.domain.errors import SparekeyError
+from sparekey.domain.models import Scope
+from sparekey.runtime import InitResult, Sparekey, initialize
+from sparekey.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="Sparekey: two-factor authentication with backup and recovery built in.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="SPAREKEY_DATA_DIR",
+        help="Where the database, key file and sparekey.toml live.",
+        show_default=False,
+    ),
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"sparekey: error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors a user can cause into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (SettingsError, KeyFileError, SparekeyError) as exc:
+            _fail(str(exc))
+        except SQLAlchemyError as exc:
+            _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
+        except OSError as exc:
+            _fail(str(exc))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _announce(result: InitResult, settings: Settings) -> None:
+    if result.created:
+        typer.echo(f"Created a new Sparekey deployment in {settings.data_dir}", err=True)
+    if result.admin_token:
+        typer.echo(
+            "An admin API key was created. It is shown only this once; store it now:", err=True
+        )
+        typer.echo(f"    {result.admin_token}")
+
+
+@app.command()
+@friendly_errors
+def init(data_dir: DataDir = None) -> None:
+    """Create the data directory, database, key file and a first admin API key. Idempotent."""
+    settings = load_settings(data_dir)
+    result = initialize(settings)
+    _announce(result, settings)
+    if not result.created and not result.admin_token:
+        typer.echo(f"Sparekey is already set up in {settings.data_dir}; nothing to do.", err=True)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8000]")] = None,
+) -> None:
+    """Run the HTTP API (initializing the data directory on first run)."""
+    import uvicorn
+
+    from sparekey.api import create_app
+
+    settings = load_settings(data_dir, host=host, port=port)
+    _announce(initialize(settings), settings)
+    sparekey = Sparekey.open(settings)
+    url = settings.resolved_public_url
+    typer.echo(f"Sparekey is serving on {url}  (API docs: {url}/docs)", err=True)
+    try:
+        uvicorn.run(
+            create_app(sparekey),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            server_header=False,
+        )
+    finally:
+        sparekey.close()
+
+
+def _open(data_dir: Path | None) -> Sparekey:
+    settings = load_settings(data_dir)
+    if not settings.resolved_key_file.exists():
+        raise SettingsError(f"no Sparekey deployment in {settings.data_dir}; run `sparekey init`")
+    return Sparekey.open(settings)
+
+
+@apikey_app.command("create")
+@friendly_errors
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="Who or what will use the key")],
+    scope: Annotated[
+        list[Scope],
+        typer.Option("--scope", help="verify, manage or admin; repeat for several", show_default=False),
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key. The key is printed once, alone on the last line."""
+    sparekey = _open(data_dir)
+    try:
+        created = sparekey.api_keys.create(name=name, scopes=scope)
+    finally:
+        sparekey.close()
+    scopes = ",".join(sorted(s.value for s in created.key.scopes))
+    typer.echo(f"Created API key {created.key.id} ({created.key.name}; scopes: {scopes})", err=True)
+    typer.echo(created.token)
+
+
+@apikey_app.command("list")
+@friendly_errors
+def apikey_list(data_dir: DataDir = None) -> None:
+    """List API keys (never their secrets)."""
+    sparekey = _open(data_dir)
+    try:
+        keys = sparekey.api_keys.list()
+    finally:
+        sparekey.close()
+    typer.echo(f"{'ID':<16} {'NAME':<24} {'SCOPES':<22} {'CREATED':<20} REVOKED")
+    for key in keys:
+        scopes = ",".join(sorted(s.value for s in key.scopes))
+        revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "-"
+        created = key.created_at.strftime("%Y-%m-%d %H:%M")
+        typer.echo(f"{key.id:<16} {key.name:<24} {scopes:<22} {created:<20} {revoked}")
+
+
+@apikey_app.command("revoke")
+@friendly_errors
+def apikey_revoke(
+    key_id: Annotated[str, typer.Argument(help="The id shown by `sparekey apikey list`")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke an API key; it stops working at once on this node, within seconds on others."""
+    sparekey = _open(data_dir)
+    try:
+        key = sparekey.api_keys.revoke(key_id)
+    finally:
+        sparekey.close()
+    typer.echo(f"Revoked API key {key.id} ({key.name})", err=True)
+
+
+def main() -> None:
+    app(prog_name="sparekey")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Envelope encryption and the key providers that hold the key-encryption key."""

@@ -1,0 +1,1 @@
+"""Frozen domain records, the error tree and the ports that services depend on."""

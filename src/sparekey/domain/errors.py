@@ -1,0 +1,89 @@
+"""The one error hierarchy of Sparekey's services. Mapped to HTTP in ``sparekey.api`` alone.
+
+::
+
+    SparekeyError
+     ├── NotFoundError
+     │    ├── UserNotFoundError
+     │    ├── FactorNotFoundError
+     │    └── ApiKeyNotFoundError
+     ├── ConflictError
+     │    ├── UserExistsError
+     │    ├── FactorStateError          (confirming an active factor, resyncing a pending one ...)
+     │    └── FactorExpiredError        (a pending factor not confirmed in time)
+     ├── InvalidInputError              (carries the field and why)
+     │    └── CodeRejectedError         (a confirmation or resync code that did not match)
+     └── AuthError
+          ├── AuthenticationError       (no or unknown credential)
+          └── PermissionDeniedError     (known credential, missing scope)
+"""
+
+from __future__ import annotations
+
+
+class SparekeyError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFoundError(SparekeyError):
+    pass
+
+
+class UserNotFoundError(NotFoundError):
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"no user with id {user_id!r}")
+
+
+class FactorNotFoundError(NotFoundError):
+    def __init__(self, factor_id: str) -> None:
+        super().__init__(f"no factor with id {factor_id!r} for this user")
+
+
+class ApiKeyNotFoundError(NotFoundError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key with id {key_id!r}")
+
+
+class ConflictError(SparekeyError):
+    pass
+
+
+class UserExistsError(ConflictError):
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"a user with id {user_id!r} already exists")
+
+
+class FactorStateError(ConflictError):
+    pass
+
+
+class FactorExpiredError(ConflictError):
+    def __init__(self) -> None:
+        super().__init__("this enrollment expired before it was confirmed; start a new one")
+
+
+class InvalidInputError(SparekeyError):
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class CodeRejectedError(InvalidInputError):
+    def __init__(self, detail: str = "the code is not valid for this factor", *, field: str = "code"):
+        super().__init__(detail, field=field)
+
+
+class AuthError(SparekeyError):
+    pass
+
+
+class AuthenticationError(AuthError):
+    pass
+
+
+class PermissionDeniedError(AuthError):
+    pass

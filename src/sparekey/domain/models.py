@@ -1,0 +1,106 @@
+"""Frozen records that services return and the edges render."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sparekey.protocols.rfc4226 import HashAlgorithm
+
+
+class FactorType(StrEnum):
+    TOTP = "totp"
+    HOTP = "hotp"
+
+    @property
+    def guessable(self) -> bool:
+        """Short codes an attacker could guess online; throttled as one budget."""
+        return self in (FactorType.TOTP, FactorType.HOTP)
+
+
+class FactorStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+
+
+class Scope(StrEnum):
+    """API key scopes. Each includes the ones below it: admin ⊇ manage ⊇ verify."""
+
+    VERIFY = "verify"
+    MANAGE = "manage"
+    ADMIN = "admin"
+
+    def includes(self, other: Scope) -> bool:
+        order = [Scope.VERIFY, Scope.MANAGE, Scope.ADMIN]
+        return order.index(self) >= order.index(other)
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    id: str
+    display_name: str | None
+    email: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Factor:
+    """A second factor, without its secret."""
+
+    id: str
+    user_id: str
+    type: FactorType
+    status: FactorStatus
+    label: str | None
+    algorithm: HashAlgorithm
+    digits: int
+    period: int | None
+    last_step: int | None
+    drift: int
+    created_at: datetime
+    confirmed_at: datetime | None
+    last_used_at: datetime | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enrollment:
+    """A new pending factor and what the user needs to set up their app; shown once."""
+
+    factor: Factor
+    secret: bytes
+    otpauth_uri: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiKey:
+    id: str
+    name: str
+    scopes: frozenset[Scope]
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def allows(self, needed: Scope) -> bool:
+        return self.revoked_at is None and any(s.includes(needed) for s in self.scopes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewApiKey:
+    key: ApiKey
+    token: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyResult:
+    verified: bool
+    factor_id: str | None = None
+    factor_type: str | None = None
+    backup_codes_remaining: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupCodeSet:
+    codes: list[str]
+    created_at: datetime

@@ -1,0 +1,1 @@
+"""Pure protocol code: no I/O, no clock, no settings. Every function takes what it needs as arguments."""

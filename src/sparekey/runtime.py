@@ -1,0 +1,134 @@
+"""The composition root: settings in, wired services out. The API and the CLI both start here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import tomli_w
+
+from sparekey.crypto.keyring import Keyring
+from sparekey.crypto.providers import FileKeyProvider, KeyFileError, KeyProvider
+from sparekey.domain.models import Scope
+from sparekey.domain.ports import Clock, SystemClock
+from sparekey.services.api_keys import ApiKeyService
+from sparekey.services.backup_codes import BackupCodeService
+from sparekey.services.factors import FactorService
+from sparekey.services.otp import OtpPolicy
+from sparekey.services.users import UserService
+from sparekey.services.verification import VerificationService
+from sparekey.settings import Settings
+from sparekey.storage.database import Database
+from sparekey.storage.keystore import SqlKeyStore
+
+__all__ = ["InitResult", "Sparekey", "initialize"]
+
+
+class Sparekey:
+    """Every service, wired once. Build with :meth:`open` after :func:`initialize`."""
+
+    def __init__(self, *, settings: Settings, db: Database, keyring: Keyring, clock: Clock) -> None:
+        self.settings = settings
+        self.db = db
+        self.keyring = keyring
+        self.clock = clock
+        policy = OtpPolicy(
+            totp_window=settings.totp_window,
+            hotp_window=settings.hotp_window,
+            resync_window=settings.resync_window,
+        )
+        self.users = UserService(db=db, clock=clock)
+        self.factors = FactorService(
+            db=db,
+            keyring=keyring,
+            clock=clock,
+            policy=policy,
+            issuer=settings.issuer,
+            pending_ttl=timedelta(seconds=settings.pending_factor_ttl_seconds),
+        )
+        self.backup_codes = BackupCodeService(
+            db=db, keyring=keyring, clock=clock, count=settings.backup_code_count
+        )
+        self.verification = VerificationService(
+            db=db, keyring=keyring, clock=clock, policy=policy, backup_codes=self.backup_codes
+        )
+        self.api_keys = ApiKeyService(
+            db=db, keyring=keyring, clock=clock, cache_seconds=settings.api_key_cache_seconds
+        )
+
+    @classmethod
+    def open(cls, settings: Settings, *, clock: Clock | None = None) -> Sparekey:
+        """Connect to an initialized deployment (see :func:`initialize`)."""
+        clock = clock or SystemClock()
+        db = Database(settings.resolved_database_url)
+        provider = _load_provider(settings)
+        keyring = Keyring(provider=provider, store=SqlKeyStore(db, clock))
+        return cls(settings=settings, db=db, keyring=keyring, clock=clock)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def _load_provider(settings: Settings) -> KeyProvider:
+    return FileKeyProvider.load(settings.resolved_key_file)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitResult:
+    created: bool
+    admin_token: str | None
+
+
+def _write_config(settings: Settings) -> None:
+    path = settings.config_path
+    if path.exists():
+        return
+    document = {
+        "host": settings.host,
+        "port": settings.port,
+        "issuer": settings.issuer,
+        "totp_window": settings.totp_window,
+        "hotp_window": settings.hotp_window,
+        "pending_factor_ttl_seconds": settings.pending_factor_ttl_seconds,
+    }
+    header = (
+        "# Sparekey settings. Every key can be overridden by an environment variable\n"
+        "# named SPAREKEY_<KEY> (for example SPAREKEY_PORT=8080).\n"
+    )
+    path.write_text(header + tomli_w.dumps(document), encoding="utf-8")
+
+
+def initialize(settings: Settings, *, clock: Clock | None = None) -> InitResult:
+    """Create what is missing: data directory, settings file, key file, schema, data keys, and
+    (only for a deployment with no API key at all) a first admin API key. Safe to run again."""
+    clock = clock or SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    _write_config(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        fresh_schema = db.current_revision() is None
+        db.migrate()
+        if db.is_sqlite and db.url.database:
+            os.chmod(db.url.database, 0o600)
+        store = SqlKeyStore(db, clock)
+        key_path = settings.resolved_key_file
+        if key_path.exists():
+            provider = FileKeyProvider.load(key_path)
+        elif store.list_keys():
+            raise KeyFileError(
+                f"key file {key_path} is missing but the database holds keys wrapped by it; "
+                "restore the key file from your backup"
+            )
+        else:
+            provider = FileKeyProvider.create(key_path)
+        keyring = Keyring(provider=provider, store=store)
+        keyring.ensure_keys()
+        app = Sparekey(settings=settings, db=db, keyring=keyring, clock=clock)
+        token = None
+        if not app.api_keys.list():
+            token = app.api_keys.create(name="admin", scopes=[Scope.ADMIN]).token
+        return InitResult(created=fresh_schema, admin_token=token)
+    finally:
+        db.dispose()

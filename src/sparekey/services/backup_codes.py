@@ -1,0 +1,61 @@
+"""Backup codes: a set of single-use look-up secrets, stored as keyed hashes only.
+
+The hash is HMAC-SHA-256 under the keyring's MAC key (80-bit codes need no slow hash: the key
+makes an offline search impossible without it). Every record keeps the MAC key id it was made with;
+a code is looked up under every MAC key the keyring knows, so rotation never invalidates a set.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from sparekey.crypto.keyring import Keyring
+from sparekey.domain.errors import UserNotFoundError
+from sparekey.domain.models import BackupCodeSet
+from sparekey.domain.ports import Clock
+from sparekey.protocols import backup_codes as codes
+from sparekey.storage import backup_codes as repo
+from sparekey.storage import users as users_repo
+from sparekey.storage.database import Database
+
+__all__ = ["BackupCodeService"]
+
+_LABEL = "backup-code"
+
+
+class BackupCodeService:
+    def __init__(self, *, db: Database, keyring: Keyring, clock: Clock, count: int) -> None:
+        self._db = db
+        self._keyring = keyring
+        self._clock = clock
+        self._count = count
+
+    def regenerate(self, user_id: str) -> BackupCodeSet:
+        """A new set, replacing the whole previous one. The codes are returned here only."""
+        now = self._clock.now()
+        fresh = sorted({codes.generate() for _ in range(self._count)})
+        while len(fresh) < self._count:  # a collision in 80 bits: keep the set full anyway
+            fresh = sorted(set(fresh) | {codes.generate()})
+        key_id = 0
+        digests = []
+        for code in fresh:
+            key_id, digest = self._keyring.mac(_LABEL, code.encode("ascii"))
+            digests.append(digest)
+        with self._db.write() as conn:
+            if not users_repo.user_exists(conn, user_id):
+                raise UserNotFoundError(user_id)
+            repo.replace_codes(conn, user_id, digests=digests, mac_key_id=key_id, now=now)
+        return BackupCodeSet(codes=[codes.format_code(c) for c in fresh], created_at=now)
+
+    def consume(self, conn: Connection, user_id: str, canonical: str) -> int | None:
+        """Spend the code inside the caller's transaction; returns how many remain, or None."""
+        digests = [
+            self._keyring.mac_with(key_id, _LABEL, canonical.encode("ascii"))
+            for key_id in self._keyring.mac_key_ids()
+        ]
+        if not repo.consume_code(conn, user_id, digests=digests, now=self._clock.now()):
+            return None
+        return repo.count_remaining(conn, user_id)
+
+    def remaining(self, conn: Connection, user_id: str) -> int:
+        return repo.count_remaining(conn, user_id)

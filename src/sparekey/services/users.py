@@ -1,0 +1,83 @@
+"""Creating, reading, changing, deleting and finding users."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from sparekey.domain.errors import InvalidInputError, UserExistsError, UserNotFoundError
+from sparekey.domain.models import User
+from sparekey.domain.ports import Clock
+from sparekey.storage import users as repo
+from sparekey.storage.database import Database
+
+__all__ = ["UserPage", "UserService"]
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserPage:
+    users: list[User]
+    next_cursor: str | None
+
+
+def _encode_cursor(user_id: str) -> str:
+    return base64.urlsafe_b64encode(user_id.encode()).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInputError("the cursor is not one this server gave out", field="cursor") from None
+
+
+class UserService:
+    def __init__(self, *, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def create(self, *, user_id: str, display_name: str | None, email: str | None) -> User:
+        now = self._clock.now()
+        user = User(id=user_id, display_name=display_name, email=email, created_at=now, updated_at=now)
+        try:
+            with self._db.write() as conn:
+                if repo.user_exists(conn, user_id):
+                    raise UserExistsError(user_id)
+                repo.insert_user(conn, user)
+        except IntegrityError:
+            raise UserExistsError(user_id) from None
+        return user
+
+    def get(self, user_id: str) -> User:
+        with self._db.read() as conn:
+            user = repo.get_user(conn, user_id)
+        if user is None:
+            raise UserNotFoundError(user_id)
+        return user
+
+    def update(self, user_id: str, *, changes: dict[str, str | None]) -> User:
+        """Change the given fields (``display_name``, ``email``); others stay as they are."""
+        allowed = {k: v for k, v in changes.items() if k in ("display_name", "email")}
+        with self._db.write() as conn:
+            if not repo.update_user(conn, user_id, now=self._clock.now(), **allowed):
+                raise UserNotFoundError(user_id)
+            user = repo.get_user(conn, user_id)
+        assert user is not None
+        return user
+
+    def delete(self, user_id: str) -> None:
+        """Delete the user with every factor and backup code they had."""
+        with self._db.write() as conn:
+            if not repo.delete_user(conn, user_id):
+                raise UserNotFoundError(user_id)
+
+    def search(self, *, query: str = "", cursor: str | None = None, limit: int = 50) -> UserPage:
+        after = _decode_cursor(cursor) if cursor else None
+        with self._db.read() as conn:
+            found = repo.search_users(conn, query=query, after=after, limit=limit + 1)
+        page, more = found[:limit], len(found) > limit
+        return UserPage(users=page, next_cursor=_encode_cursor(page[-1].id) if more else None)

@@ -1,0 +1,98 @@
+"""Verifying a code at sign-in: any of the user's active TOTP/HOTP factors, or a backup code.
+
+The hot path: one read transaction (user, active factors, backup codes left), the code checked
+in memory against every factor, then one write transaction holding the conditional UPDATE that
+refuses a step already used. A replayed or concurrent duplicate code is simply not verified.
+"""
+
+from __future__ import annotations
+
+from sparekey.crypto.keyring import Keyring
+from sparekey.domain.errors import UserNotFoundError
+from sparekey.domain.models import VerifyResult
+from sparekey.domain.ports import Clock
+from sparekey.protocols import backup_codes as backup_code_format
+from sparekey.services.backup_codes import BackupCodeService
+from sparekey.services.otp import Match, OtpPolicy, match_code, open_secret
+from sparekey.storage import factors as factors_repo
+from sparekey.storage import users as users_repo
+from sparekey.storage.database import Database
+from sparekey.storage.factors import FactorRecord
+
+__all__ = ["BACKUP_CODE", "VerificationService"]
+
+BACKUP_CODE = "backup_code"
+_MAX_CODE_LENGTH = 64
+NOT_VERIFIED = VerifyResult(verified=False)
+
+
+class VerificationService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        keyring: Keyring,
+        clock: Clock,
+        policy: OtpPolicy,
+        backup_codes: BackupCodeService,
+    ) -> None:
+        self._db = db
+        self._keyring = keyring
+        self._clock = clock
+        self._policy = policy
+        self._backup_codes = backup_codes
+
+    def verify(self, user_id: str, code: str) -> VerifyResult:
+        text = code.strip()
+        if len(text) > _MAX_CODE_LENGTH:
+            return self._check_user(user_id, NOT_VERIFIED)
+        if text.isdigit() and text.isascii():
+            return self._verify_otp(user_id, text)
+        canonical = backup_code_format.normalize(text)
+        if canonical is not None:
+            return self._verify_backup_code(user_id, canonical)
+        return self._check_user(user_id, NOT_VERIFIED)
+
+    def _check_user(self, user_id: str, result: VerifyResult) -> VerifyResult:
+        with self._db.read() as conn:
+            if not users_repo.user_exists(conn, user_id):
+                raise UserNotFoundError(user_id)
+        return result
+
+    def _verify_otp(self, user_id: str, code: str) -> VerifyResult:
+        now = self._clock.now()
+        with self._db.read() as conn:
+            records = factors_repo.active_factors(conn, user_id)
+            if not records and not users_repo.user_exists(conn, user_id):
+                raise UserNotFoundError(user_id)
+        matches: list[tuple[FactorRecord, Match]] = []
+        for record in records:  # every factor is checked, whichever matches
+            found = match_code(
+                record, open_secret(self._keyring, record), code, now=now, policy=self._policy
+            )
+            if found is not None:
+                matches.append((record, found))
+        for record, found in matches:
+            with self._db.write() as conn:
+                if factors_repo.advance_step(
+                    conn, record.factor.id, step=found.step, drift=found.drift, now=now
+                ):
+                    remaining = self._backup_codes.remaining(conn, user_id)
+                    return VerifyResult(
+                        verified=True,
+                        factor_id=record.factor.id,
+                        factor_type=record.factor.type.value,
+                        backup_codes_remaining=remaining,
+                    )
+        return NOT_VERIFIED
+
+    def _verify_backup_code(self, user_id: str, canonical: str) -> VerifyResult:
+        with self._db.write() as conn:
+            if not users_repo.user_exists(conn, user_id):
+                raise UserNotFoundError(user_id)
+            remaining = self._backup_codes.consume(conn, user_id, canonical)
+        if remaining is None:
+            return NOT_VERIFIED
+        return VerifyResult(
+            verified=True, factor_type=BACKUP_CODE, backup_codes_remaining=remaining
+        )

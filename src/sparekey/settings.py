@@ -1,0 +1,106 @@
+"""One typed settings object, built once at start-up and passed into constructors.
+
+Sources, highest priority first: explicit overrides (command-line options), ``SPAREKEY_*``
+environment variables, ``sparekey.toml`` in the data directory, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["CONFIG_FILE", "Settings", "SettingsError", "default_data_dir", "load_settings"]
+
+CONFIG_FILE = "sparekey.toml"
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; the message is one line naming the setting."""
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("sparekey", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPAREKEY_", extra="forbid", frozen=True)
+
+    data_dir: Path
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; empty means sparekey.db in the data directory"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = Field(default="", description="where users reach this server")
+    issuer: str = Field(default="Sparekey", min_length=1, max_length=64)
+    key_provider: Literal["file"] = "file"
+    key_file: Path | None = None
+    totp_window: int = Field(default=1, ge=0, le=10, description="accepted steps either side")
+    totp_max_drift: int = Field(default=3, ge=0, le=100, description="largest remembered drift")
+    hotp_window: int = Field(default=10, ge=1, le=1000, description="HOTP look-ahead")
+    resync_window: int = Field(default=100, ge=2, le=10_000, description="resync search range")
+    pending_factor_ttl_seconds: int = Field(default=600, ge=30, le=86_400)
+    backup_code_count: int = Field(default=10, ge=5, le=30)
+    api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(default=False, description="log every HTTP request")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'sparekey.db'}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "sparekey.key"
+
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "localhost" if self.host in ("127.0.0.1", "::1", "localhost") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def load_settings(data_dir: Path | None = None, **overrides: object) -> Settings:
+    """Settings for ``data_dir`` (or ``$SPAREKEY_DATA_DIR``, or the per-user default)."""
+    resolved = data_dir or Path(os.environ.get("SPAREKEY_DATA_DIR") or default_data_dir())
+    resolved = resolved.expanduser().resolve()
+
+    class _Settings(Settings):
+        model_config = SettingsConfigDict(toml_file=resolved / CONFIG_FILE)
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        loaded = _Settings(data_dir=resolved, **given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise SettingsError(f"setting {where}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read {resolved / CONFIG_FILE}: {exc}") from None
+    return Settings.model_construct(**loaded.model_dump())

@@ -1,0 +1,1 @@
+"""SQLAlchemy tables, the database handle, repositories and Alembic migrations."""

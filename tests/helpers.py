@@ -1,0 +1,57 @@
+"""Test helpers: codes from oathtool (an independent implementation), and small API shortcuts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+def oathtool(*args: str) -> list[str]:
+    if shutil.which("oathtool") is None:
+        pytest.fail("oathtool is not installed; the test command installs it (apt-get install oathtool)")
+    out = subprocess.run(["oathtool", *args], check=True, capture_output=True, text=True).stdout
+    return out.split()
+
+
+def totp_code(secret: str, at: datetime, *, algorithm: str = "SHA1", digits: int = 6, period: int = 30) -> str:
+    return oathtool(
+        f"--totp={algorithm}", "-b", "-d", str(digits), "-s", f"{period}s", "-N", f"@{int(at.timestamp())}", secret
+    )[0]
+
+
+def hotp_code(secret: str, counter: int, *, algorithm: str = "SHA1", digits: int = 6) -> str:
+    """HOTP(counter) through oathtool. For SHA-256/512, TOTP with a one-second step at time
+    ``counter`` is exactly HOTP with that hash (RFC 6238 section 4), which oathtool supports."""
+    if algorithm == "SHA1":
+        return oathtool("--hotp", "-b", "-d", str(digits), "-c", str(counter), secret)[0]
+    return oathtool(f"--totp={algorithm}", "-b", "-d", str(digits), "-s", "1s", "-N", f"@{counter}", secret)[0]
+
+
+def create_user(client: TestClient, user_id: str = "alice", **fields: str) -> dict[str, object]:
+    response = client.post("/v1/users", json={"id": user_id, **fields})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def enroll(client: TestClient, user_id: str = "alice", **options: object) -> dict[str, object]:
+    response = client.post(f"/v1/users/{user_id}/factors", json={"type": "totp", **options})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def enroll_confirmed_totp(client: TestClient, at: datetime, user_id: str = "alice", **options: object) -> dict[str, object]:
+    factor = enroll(client, user_id, **options)
+    code = totp_code(
+        str(factor["secret"]),
+        at,
+        algorithm=str(factor["algorithm"]),
+        digits=int(str(factor["digits"])),
+        period=int(str(factor["period"])),
+    )
+    response = client.post(f"/v1/users/{user_id}/factors/{factor['id']}/confirm", json={"code": code})
+    assert response.status_code == 200, response.text
+    return factor
