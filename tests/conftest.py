@@ -67,7 +67,10 @@ def _reset_postgres(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(
-            text("TRUNCATE users, factors, backup_codes, api_keys, data_keys RESTART IDENTITY CASCADE")
+            text(
+                "TRUNCATE users, factors, backup_codes, api_keys, data_keys"
+                " RESTART IDENTITY CASCADE"
+            )
         )
     engine.dispose()
 

@@ -12,14 +12,26 @@ from fastapi.testclient import TestClient
 
 def oathtool(*args: str) -> list[str]:
     if shutil.which("oathtool") is None:
-        pytest.fail("oathtool is not installed; the test command installs it (apt-get install oathtool)")
+        pytest.fail(
+            "oathtool is not installed; the test command installs it (apt-get install oathtool)"
+        )
     out = subprocess.run(["oathtool", *args], check=True, capture_output=True, text=True).stdout
     return out.split()
 
 
-def totp_code(secret: str, at: datetime, *, algorithm: str = "SHA1", digits: int = 6, period: int = 30) -> str:
+def totp_code(
+    secret: str, at: datetime, *, algorithm: str = "SHA1", digits: int = 6, period: int = 30
+) -> str:
     return oathtool(
-        f"--totp={algorithm}", "-b", "-d", str(digits), "-s", f"{period}s", "-N", f"@{int(at.timestamp())}", secret
+        f"--totp={algorithm}",
+        "-b",
+        "-d",
+        str(digits),
+        "-s",
+        f"{period}s",
+        "-N",
+        f"@{int(at.timestamp())}",
+        secret,
     )[0]
 
 
@@ -28,7 +40,9 @@ def hotp_code(secret: str, counter: int, *, algorithm: str = "SHA1", digits: int
     ``counter`` is exactly HOTP with that hash (RFC 6238 section 4), which oathtool supports."""
     if algorithm == "SHA1":
         return oathtool("--hotp", "-b", "-d", str(digits), "-c", str(counter), secret)[0]
-    return oathtool(f"--totp={algorithm}", "-b", "-d", str(digits), "-s", "1s", "-N", f"@{counter}", secret)[0]
+    return oathtool(
+        f"--totp={algorithm}", "-b", "-d", str(digits), "-s", "1s", "-N", f"@{counter}", secret
+    )[0]
 
 
 def create_user(client: TestClient, user_id: str = "alice", **fields: str) -> dict[str, object]:
@@ -43,7 +57,9 @@ def enroll(client: TestClient, user_id: str = "alice", **options: object) -> dic
     return dict(response.json())
 
 
-def enroll_confirmed_totp(client: TestClient, at: datetime, user_id: str = "alice", **options: object) -> dict[str, object]:
+def enroll_confirmed_totp(
+    client: TestClient, at: datetime, user_id: str = "alice", **options: object
+) -> dict[str, object]:
     factor = enroll(client, user_id, **options)
     code = totp_code(
         str(factor["secret"]),
@@ -52,6 +68,8 @@ def enroll_confirmed_totp(client: TestClient, at: datetime, user_id: str = "alic
         digits=int(str(factor["digits"])),
         period=int(str(factor["period"])),
     )
-    response = client.post(f"/v1/users/{user_id}/factors/{factor['id']}/confirm", json={"code": code})
+    response = client.post(
+        f"/v1/users/{user_id}/factors/{factor['id']}/confirm", json={"code": code}
+    )
     assert response.status_code == 200, response.text
     return factor

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sparekey.crypto.aead import DecryptionError, open_sealed, seal
-from sparekey.crypto.keyring import Keyring, KeyPurpose, StoredKey, WrapFunction
+from sparekey.crypto.keyring import KeyPurpose, Keyring, StoredKey, WrapFunction
 from sparekey.crypto.providers import FileKeyProvider, KeyFileError
 
 
@@ -21,11 +21,18 @@ class MemoryKeyStore:
     def add_key(self, *, purpose: KeyPurpose, kek_id: str, wrap: WrapFunction) -> StoredKey:
         key_id = len(self.keys) + 1
         self.keys = [
-            StoredKey(id=k.id, purpose=k.purpose, wrapped=k.wrapped, kek_id=k.kek_id,
-                      active=k.active and k.purpose is not purpose)
+            StoredKey(
+                id=k.id,
+                purpose=k.purpose,
+                wrapped=k.wrapped,
+                kek_id=k.kek_id,
+                active=k.active and k.purpose is not purpose,
+            )
             for k in self.keys
         ]
-        stored = StoredKey(id=key_id, purpose=purpose, wrapped=wrap(key_id), kek_id=kek_id, active=True)
+        stored = StoredKey(
+            id=key_id, purpose=purpose, wrapped=wrap(key_id), kek_id=kek_id, active=True
+        )
         self.keys.append(stored)
         return stored
 

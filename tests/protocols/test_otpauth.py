@@ -21,7 +21,9 @@ def test_uri_follows_the_key_uri_format() -> None:
 
 
 def test_hotp_uri_carries_the_counter_not_the_period() -> None:
-    uri = OtpauthUri(type=OtpType.HOTP, secret=b"x" * 20, account="a", issuer="I", counter=5).to_uri()
+    uri = OtpauthUri(
+        type=OtpType.HOTP, secret=b"x" * 20, account="a", issuer="I", counter=5
+    ).to_uri()
     assert "counter=5" in uri
     assert "period" not in uri
 

@@ -8,17 +8,18 @@ from sparekey.protocols.rfc6238 import time_step, totp
 
 DATA = json.loads((Path(__file__).parent / "vectors" / "rfc6238.json").read_text())
 CASES = [
-    (vector, algorithm)
-    for vector in DATA["vectors"]
-    for algorithm in ("SHA1", "SHA256", "SHA512")
+    (vector, algorithm) for vector in DATA["vectors"] for algorithm in ("SHA1", "SHA256", "SHA512")
 ]
 
 
-@pytest.mark.parametrize(("vector", "algorithm"), CASES, ids=lambda x: str(x) if isinstance(x, str) else str(x["time"]))
+@pytest.mark.parametrize(
+    ("vector", "algorithm"), CASES, ids=lambda x: str(x) if isinstance(x, str) else str(x["time"])
+)
 def test_appendix_b(vector: dict[str, object], algorithm: str) -> None:
     secret = DATA["secrets_ascii"][algorithm].encode("ascii")
-    code = totp(key=secret, now=vector["time"], period=30, digits=8,
-                algorithm=HashAlgorithm(algorithm))
+    code = totp(
+        key=secret, now=vector["time"], period=30, digits=8, algorithm=HashAlgorithm(algorithm)
+    )
     assert code == vector[algorithm]
 
 

@@ -78,7 +78,7 @@ def _install_error_handlers(api: FastAPI) -> None:
         slug = _STATUS_SLUGS.get(exc.status_code)
         if slug is None:
             slug = "malformed-request" if exc.status_code < 500 else "internal-error"
-        return problem_response(slug, str(exc.detail), headers=exc.headers)
+        return problem_response(slug, str(exc.detail), headers=dict(exc.headers or {}))
 
     @api.exception_handler(OperationalError)
     async def database_busy(request: Request, exc: OperationalError) -> JSONResponse:

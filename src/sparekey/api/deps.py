@@ -47,5 +47,3 @@ def require(scope: Scope) -> Callable[..., ApiKey]:
         return key
 
     return dependency
-
-

@@ -44,10 +44,15 @@ _TYPES = [
     ),
     ProblemType("not-found", 404, "Not found", "There is no such resource."),
     ProblemType("user-not-found", 404, "User not found", "No user has this id."),
-    ProblemType("factor-not-found", 404, "Factor not found", "This user has no factor with this id."),
+    ProblemType(
+        "factor-not-found", 404, "Factor not found", "This user has no factor with this id."
+    ),
     ProblemType("api-key-not-found", 404, "API key not found", "No API key has this id."),
     ProblemType(
-        "method-not-allowed", 405, "Method not allowed", "This resource does not answer that method."
+        "method-not-allowed",
+        405,
+        "Method not allowed",
+        "This resource does not answer that method.",
     ),
     ProblemType("user-exists", 409, "User exists", "A user with this id already exists."),
     ProblemType(
@@ -64,7 +69,10 @@ _TYPES = [
     ),
     ProblemType("conflict", 409, "Conflict", "The request conflicts with the current state."),
     ProblemType(
-        "unsupported-media-type", 415, "Unsupported media type", "Send the body as application/json."
+        "unsupported-media-type",
+        415,
+        "Unsupported media type",
+        "Send the body as application/json.",
     ),
     ProblemType(
         "invalid-input",
@@ -109,7 +117,6 @@ class ProblemModel(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
-
 
 
 def problem_response(

@@ -16,7 +16,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _safe_text(value: str) -> str:
-    """Printable Unicode that every database can store: no control characters, no lone surrogates."""
+    """Printable text every database can store: no control characters, no lone surrogates."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -75,7 +75,9 @@ class UserOut(BaseModel):
 
 class UserList(BaseModel):
     users: list[UserOut]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
 
 
 class FactorCreate(Body):

@@ -1,13 +1,13 @@
 """``sparekey``: set up, run and administer a Sparekey server.
 
 Every command reads the same settings (``--data-dir`` or ``$SPAREKEY_DATA_DIR``, then
-``sparekey.toml`` there, then ``SPAREKEY_*`` variables). Failures print one line to stderr and exit 1.
+``sparekey.toml`` there, then ``SPAREKEY_*`` variables).
+Failures print one line to stderr and exit 1.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -131,7 +131,9 @@ def apikey_create(
     name: Annotated[str, typer.Argument(help="Who or what will use the key")],
     scope: Annotated[
         list[Scope],
-        typer.Option("--scope", help="verify, manage or admin; repeat for several", show_default=False),
+        typer.Option(
+            "--scope", help="verify, manage or admin; repeat for several", show_default=False
+        ),
     ],
     data_dir: DataDir = None,
 ) -> None:
@@ -183,4 +185,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,7 +1,8 @@
 """Key providers: where the key-encryption key (KEK) lives and how it wraps data keys.
 
 A provider never hands out its KEK; it wraps and unwraps the few data keys Sparekey keeps in its
-database. The local key file is the default. HSM (PKCS#11) and cloud KMS providers implement the same
+database. The local key file is the default. HSM (PKCS#11) and cloud KMS providers implement
+the same
 :class:`KeyProvider` protocol.
 """
 
@@ -92,4 +93,3 @@ class FileKeyProvider:
 
     def unwrap(self, wrapped: bytes, *, aad: bytes) -> bytes:
         return open_sealed(self._key, wrapped, aad=aad)
-

@@ -73,7 +73,9 @@ class InvalidInputError(SparekeyError):
 
 
 class CodeRejectedError(InvalidInputError):
-    def __init__(self, detail: str = "the code is not valid for this factor", *, field: str = "code"):
+    def __init__(
+        self, detail: str = "the code is not valid for this factor", *, field: str = "code"
+    ):
         super().__init__(detail, field=field)
 
 

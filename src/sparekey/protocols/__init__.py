@@ -1,1 +1,4 @@
-"""Pure protocol code: no I/O, no clock, no settings. Every function takes what it needs as arguments."""
+"""Pure protocol code: no I/O, no clock, no settings.
+
+Every function takes what it needs (keys, counters, ``now``) as arguments.
+"""

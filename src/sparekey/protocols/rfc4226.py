@@ -1,6 +1,7 @@
 """HOTP: An HMAC-Based One-Time Password Algorithm (RFC 4226).
 
-Section 5.3 defines the algorithm with HMAC-SHA-1; RFC 6238 section 1.2 extends it to HMAC-SHA-256 and
+Section 5.3 defines the algorithm with HMAC-SHA-1; RFC 6238 section 1.2 extends it to HMAC-SHA-256
+and
 HMAC-SHA-512, which is why the hash is a parameter here. Section 5.4 gives dynamic truncation.
 """
 

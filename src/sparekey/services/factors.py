@@ -143,9 +143,13 @@ class FactorService:
             policy=self._policy,
         )
         if found is None:
-            raise CodeRejectedError("the two codes are not consecutive codes of this factor", field="codes")
+            raise CodeRejectedError(
+                "the two codes are not consecutive codes of this factor", field="codes"
+            )
         with self._db.write() as conn:
-            advanced = repo.advance_step(conn, factor_id, step=found.step, drift=found.drift, now=now)
+            advanced = repo.advance_step(
+                conn, factor_id, step=found.step, drift=found.drift, now=now
+            )
         if not advanced:
             raise CodeRejectedError("these codes were already used", field="codes")
         return self._get(user_id, factor_id).factor

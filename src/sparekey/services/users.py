@@ -17,7 +17,6 @@ from sparekey.storage.database import Database
 __all__ = ["UserPage", "UserService"]
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class UserPage:
     users: list[User]
@@ -32,7 +31,9 @@ def _decode_cursor(cursor: str) -> str:
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInputError("the cursor is not one this server gave out", field="cursor") from None
+        raise InvalidInputError(
+            "the cursor is not one this server gave out", field="cursor"
+        ) from None
 
 
 class UserService:
@@ -42,7 +43,9 @@ class UserService:
 
     def create(self, *, user_id: str, display_name: str | None, email: str | None) -> User:
         now = self._clock.now()
-        user = User(id=user_id, display_name=display_name, email=email, created_at=now, updated_at=now)
+        user = User(
+            id=user_id, display_name=display_name, email=email, created_at=now, updated_at=now
+        )
         try:
             with self._db.write() as conn:
                 if repo.user_exists(conn, user_id):

@@ -7,6 +7,9 @@ refuses a step already used. A replayed or concurrent duplicate code is simply n
 
 from __future__ import annotations
 
+import logging
+
+from sparekey.crypto.aead import DecryptionError
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import UserNotFoundError
 from sparekey.domain.models import VerifyResult
@@ -24,6 +27,7 @@ __all__ = ["BACKUP_CODE", "VerificationService"]
 BACKUP_CODE = "backup_code"
 _MAX_CODE_LENGTH = 64
 NOT_VERIFIED = VerifyResult(verified=False)
+log = logging.getLogger("sparekey.verification")
 
 
 class VerificationService:
@@ -67,9 +71,15 @@ class VerificationService:
                 raise UserNotFoundError(user_id)
         matches: list[tuple[FactorRecord, Match]] = []
         for record in records:  # every factor is checked, whichever matches
-            found = match_code(
-                record, open_secret(self._keyring, record), code, now=now, policy=self._policy
-            )
+            try:
+                secret = open_secret(self._keyring, record)
+            except DecryptionError:
+                # Tampering or a lost key: this factor fails closed, the others still work.
+                log.error(
+                    "factor %s of a user does not decrypt; check the database", record.factor.id
+                )
+                continue
+            found = match_code(record, secret, code, now=now, policy=self._policy)
             if found is not None:
                 matches.append((record, found))
         for record, found in matches:

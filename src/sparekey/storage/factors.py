@@ -130,7 +130,9 @@ def advance_step(
         )
     else:
         condition = and_(condition, factors.c.status == FactorStatus.ACTIVE.value)
-    result = conn.execute(update(factors).where(factors.c.id == factor_id, condition).values(values))
+    result = conn.execute(
+        update(factors).where(factors.c.id == factor_id, condition).values(values)
+    )
     return result.rowcount == 1
 
 

@@ -34,7 +34,7 @@ class SqlKeyStore:
         ]
 
     def add_key(self, *, purpose: KeyPurpose, kek_id: str, wrap: WrapFunction) -> StoredKey:
-        """Insert, then wrap under the new row's id (the id is in the wrapping's associated data)."""
+        """Insert, then wrap under the new row's id (the id is in the wrap's associated data)."""
         with self._db.write() as conn:
             key_id = conn.execute(
                 insert(data_keys)

@@ -10,18 +10,24 @@ from sparekey.api.deps import App, require
 from sparekey.api.schemas import SafeText, UserCreate, UserIdPath, UserList, UserOut, UserPatch
 from sparekey.domain.models import Scope
 
-router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(require(Scope.MANAGE))])
+router = APIRouter(
+    prefix="/v1/users", tags=["users"], dependencies=[Depends(require(Scope.MANAGE))]
+)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
 def create_user(body: UserCreate, app: App) -> UserOut:
-    return UserOut.of(app.users.create(user_id=body.id, display_name=body.display_name, email=body.email))
+    return UserOut.of(
+        app.users.create(user_id=body.id, display_name=body.display_name, email=body.email)
+    )
 
 
 @router.get("", response_model=UserList)
 def search_users(
     app: App,
-    query: Annotated[SafeText, Query(max_length=200, description="Part of an id, name or email")] = "",
+    query: Annotated[
+        SafeText, Query(max_length=200, description="Part of an id, name or email")
+    ] = "",
     cursor: Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9_-]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> UserList:

@@ -31,6 +31,6 @@ def verify(user_id: UserIdPath, body: CodeBody, app: App, metrics: AppMetrics) -
     return VerifyOut(
         verified=result.verified,
         factor_id=result.factor_id,
-        factor_type=result.factor_type,  # type: ignore[arg-type]
+        factor_type=result.factor_type,
         backup_codes_remaining=result.backup_codes_remaining,
     )

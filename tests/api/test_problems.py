@@ -1,0 +1,156 @@
+"""Every error is RFC 9457 problem+json with a stable type; bad input writes nothing."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sparekey.domain.models import Scope
+from sparekey.runtime import Sparekey
+from tests.helpers import create_user
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: object, status: int, slug: str) -> dict[str, object]:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"] == PROBLEM  # type: ignore[attr-defined]
+    body = dict(response.json())  # type: ignore[attr-defined]
+    assert body["type"] == f"/problems/{slug}"
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert "Traceback" not in response.text  # type: ignore[attr-defined]
+    return body
+
+
+def test_missing_api_key_is_401(client: TestClient) -> None:
+    del client.headers["Authorization"]
+    response = client.get("/v1/users/alice")
+    assert_problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("token", ["nonsense", "sk_abc_def", "sk__", "Basic x"])
+def test_unknown_api_key_is_401(client: TestClient, token: str) -> None:
+    client.headers["Authorization"] = f"Bearer {token}"
+    assert_problem(client.get("/v1/users/alice"), 401, "unauthorized")
+
+
+def test_right_id_wrong_secret_is_401(client: TestClient, admin_token: str) -> None:
+    client.headers["Authorization"] = f"Bearer {admin_token[:-2]}xx"
+    assert_problem(client.get("/v1/users/alice"), 401, "unauthorized")
+
+
+def test_revoked_key_is_401(client: TestClient, sparekey: Sparekey) -> None:
+    key = sparekey.api_keys.create(name="soon-gone", scopes=[Scope.ADMIN])
+    client.headers["Authorization"] = f"Bearer {key.token}"
+    assert client.get("/v1/users").status_code == 200
+    sparekey.api_keys.revoke(key.key.id)
+    assert_problem(client.get("/v1/users"), 401, "unauthorized")
+
+
+def test_verify_scope_cannot_manage(client: TestClient, sparekey: Sparekey) -> None:
+    create_user(client)
+    key = sparekey.api_keys.create(name="login-page", scopes=[Scope.VERIFY])
+    client.headers["Authorization"] = f"Bearer {key.token}"
+    assert_problem(client.post("/v1/users/alice/factors", json={"type": "totp"}), 403, "forbidden")
+    assert_problem(client.post("/v1/users", json={"id": "bob"}), 403, "forbidden")
+    assert client.post("/v1/users/alice/verify", json={"code": "123456"}).status_code == 200
+
+
+def test_unknown_user_and_factor_are_404(client: TestClient) -> None:
+    assert_problem(client.get("/v1/users/nobody"), 404, "user-not-found")
+    assert_problem(
+        client.post("/v1/users/nobody/verify", json={"code": "123456"}), 404, "user-not-found"
+    )
+    assert_problem(client.post("/v1/users/nobody/backup-codes"), 404, "user-not-found")
+    create_user(client)
+    assert_problem(client.delete("/v1/users/alice/factors/fct_missing"), 404, "factor-not-found")
+    assert_problem(
+        client.post("/v1/users/alice/factors/fct_missing/confirm", json={"code": "1"}),
+        404,
+        "factor-not-found",
+    )
+    assert_problem(client.get("/v1/nothing-here"), 404, "not-found")
+
+
+def test_existing_user_is_409(client: TestClient) -> None:
+    create_user(client)
+    assert_problem(client.post("/v1/users", json={"id": "alice"}), 409, "user-exists")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "totp", "digits": 9}, "body.digits"),
+        ({"type": "totp", "digits": 5}, "body.digits"),
+        ({"type": "totp", "period": 0}, "body.period"),
+        ({"type": "totp", "algorithm": "MD5"}, "body.algorithm"),
+        ({"type": "sms"}, "body.type"),
+        ({}, "body.type"),
+        ({"type": "totp", "label": "bad\u0000label"}, "body.label"),
+        ({"type": "totp", "label": "x" * 101}, "body.label"),
+        ({"type": "totp", "surprise": 1}, "body.surprise"),
+    ],
+)
+def test_malformed_enrollment_is_422_naming_the_field(
+    client: TestClient, body: dict[str, object], field: str
+) -> None:
+    create_user(client)
+    problem = assert_problem(
+        client.post("/v1/users/alice/factors", json=body), 422, "invalid-input"
+    )
+    assert field in [e["field"] for e in problem["errors"]]  # type: ignore[union-attr]
+    assert client.get("/v1/users/alice/factors").json() == {"factors": []}, "nothing was written"
+
+
+@pytest.mark.parametrize(
+    "user_id", ["", "a" * 129, "bad id", "bad/id", "-leading-dash", "\u00e9l\u00e8ve", "nul\u0000"]
+)
+def test_bad_user_ids_are_422(client: TestClient, user_id: str) -> None:
+    assert_problem(client.post("/v1/users", json={"id": user_id}), 422, "invalid-input")
+
+
+def test_lone_surrogates_and_control_characters_are_422(client: TestClient) -> None:
+    raw = b'{"id": "bob", "display_name": "\\ud800"}'
+    response = client.post("/v1/users", content=raw, headers={"content-type": "application/json"})
+    assert_problem(response, 422, "invalid-input")
+    assert_problem(
+        client.post("/v1/users", json={"id": "bob", "display_name": "a\u2028b"}),
+        422,
+        "invalid-input",
+    )
+    assert client.get("/v1/users/bob").status_code == 404
+
+
+def test_unparsable_json_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/v1/users", content=b'{"id": "bob"', headers={"content-type": "application/json"}
+    )
+    assert_problem(response, 400, "malformed-request")
+
+
+def test_wrong_method_is_405(client: TestClient) -> None:
+    assert_problem(client.put("/v1/users"), 405, "method-not-allowed")
+
+
+def test_bad_cursor_is_422(client: TestClient) -> None:
+    problem = assert_problem(
+        client.get("/v1/users", params={"cursor": "_-_-"}), 422, "invalid-input"
+    )
+    assert problem["errors"] == [
+        {"field": "cursor", "message": "the cursor is not one this server gave out"}
+    ]
+
+
+def test_problem_types_are_described_by_the_server(client: TestClient) -> None:
+    response = client.get("/problems/user-not-found")
+    assert response.status_code == 200
+    assert "User not found" in response.text
+
+
+def test_openapi_declares_errors_as_problem_json(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    verify = document["paths"]["/v1/users/{user_id}/verify"]["post"]
+    assert PROBLEM in verify["responses"]["422"]["content"]
+    assert PROBLEM in verify["responses"]["401"]["content"]
+    assert "application/json" not in verify["responses"]["422"]["content"]

@@ -1,0 +1,146 @@
+"""The ``sparekey`` command, run as a user runs it: a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+SPAREKEY = str(Path(sys.executable).parent / "sparekey")
+
+
+def run(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPAREKEY_")}
+    full_env |= {"SPAREKEY_DATA_DIR": str(data_dir)} | (env or {})
+    return subprocess.run(
+        [SPAREKEY, *args], capture_output=True, text=True, env=full_env, timeout=60
+    )
+
+
+def test_init_creates_everything_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = run("init", data_dir=data)
+    assert first.returncode == 0, first.stderr
+    token = first.stdout.strip().splitlines()[-1].strip()
+    assert token.startswith("sk_")
+    assert stat.S_IMODE((data / "sparekey.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert (data / "sparekey.db").exists()
+    assert "port = 8000" in (data / "sparekey.toml").read_text()
+    key_before = (data / "sparekey.key").read_bytes()
+
+    again = run("init", data_dir=data)
+    assert again.returncode == 0
+    assert "sk_" not in again.stdout, "the admin key is printed once only"
+    assert (data / "sparekey.key").read_bytes() == key_before
+
+
+def test_apikey_create_list_revoke(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run("init", data_dir=data)
+    created = run("apikey", "create", "login page", "--scope", "verify", data_dir=data)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("sk_")
+    key_id = token.split("_")[1]
+    listing = run("apikey", "list", data_dir=data).stdout
+    assert key_id in listing
+    assert "login page" in listing
+    assert token.split("_", 2)[2] not in listing
+    revoked = run("apikey", "revoke", key_id, data_dir=data)
+    assert revoked.returncode == 0
+    assert "Revoked" in revoked.stderr
+    row = next(
+        line for line in run("apikey", "list", data_dir=data).stdout.splitlines() if key_id in line
+    )
+    assert not row.rstrip().endswith("-")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("apikey", "revoke", "nope"), "no API key with id 'nope'"),
+        (("apikey", "list"), "no Sparekey deployment"),
+    ],
+)
+def test_errors_are_one_line_and_exit_one(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    data = tmp_path / "data"
+    if "revoke" in args:
+        run("init", data_dir=data)
+    result = run(*args, data_dir=data)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_setting_is_one_line(tmp_path: Path) -> None:
+    result = run("init", data_dir=tmp_path / "data", env={"SPAREKEY_TOTP_WINDOW": "many"})
+    assert result.returncode == 1
+    assert "totp_window" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_missing_key_file_with_existing_keys_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run("init", data_dir=data)
+    (data / "sparekey.key").unlink()
+    result = run("init", data_dir=data)
+    assert result.returncode == 1
+    assert "restore the key file" in result.stderr
+    assert not (data / "sparekey.key").exists(), "never silently replaced"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_initializes_prints_where_and_answers(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPAREKEY_")}
+    env["SPAREKEY_DATA_DIR"] = str(tmp_path / "data")
+    process = subprocess.Popen(
+        [SPAREKEY, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the server did not answer within 30 s")
+        token = process.stdout.readline().strip() if process.stdout else ""
+        assert token.startswith("sk_")
+        headers = {"Authorization": f"Bearer {token}"}
+        created = httpx2.post(
+            f"http://127.0.0.1:{port}/v1/users", json={"id": "alice"}, headers=headers
+        )
+        assert created.status_code == 201
+        assert httpx2.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert f"http://localhost:{port}" in stderr
+    assert f"http://localhost:{port}/docs" in stderr
+    assert process.returncode == 0
