@@ -74,7 +74,7 @@ def _announce(result: InitResult, settings: Settings) -> None:
         typer.echo(
             "An admin API key was created. It is shown only this once; store it now:", err=True
         )
-        typer.echo(f"    {result.admin_token}")
+        typer.echo(result.admin_token)
 
 
 @app.command()
