@@ -48,12 +48,18 @@ def hotp(
     *, key: bytes, counter: int, digits: int = 6, algorithm: HashAlgorithm = HashAlgorithm.SHA1
 ) -> str:
     """The HOTP value for ``counter`` (RFC 4226 section 5.3), zero-padded to ``digits``."""
+    return _hotp(hmac.new(key, digestmod=_HASHES[algorithm]), counter, digits)
+
+
+def _hotp(keyed: hmac.HMAC, counter: int, digits: int) -> str:
+    """HOTP from an HMAC already keyed (copying it skips the key schedule for each counter)."""
     if not MIN_DIGITS <= digits <= MAX_DIGITS:
         raise ValueError(f"digits must be between {MIN_DIGITS} and {MAX_DIGITS}")
     if counter < 0 or counter >= 1 << 64:
         raise ValueError("counter must fit in 8 unsigned bytes")
-    mac = hmac.new(key, counter.to_bytes(8, "big"), _HASHES[algorithm]).digest()
-    return str(_truncate(mac) % 10**digits).zfill(digits)
+    mac = keyed.copy()
+    mac.update(counter.to_bytes(8, "big"))
+    return str(_truncate(mac.digest()) % 10**digits).zfill(digits)
 
 
 def match_counter(
@@ -70,9 +76,10 @@ def match_counter(
     depend on which candidate (if any) matched.
     """
     encoded = code.encode("ascii", "replace")
+    keyed = hmac.new(key, digestmod=_HASHES[algorithm])
     found: int | None = None
     for counter in counters:
-        candidate = hotp(key=key, counter=counter, digits=digits, algorithm=algorithm)
+        candidate = _hotp(keyed, counter, digits)
         if hmac.compare_digest(candidate.encode("ascii"), encoded) and found is None:
             found = counter
     return found

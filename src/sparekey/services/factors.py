@@ -116,8 +116,9 @@ class FactorService:
             raise FactorStateError("this factor is already confirmed")
         if record.factor.expires_at is not None and record.factor.expires_at <= now:
             raise FactorExpiredError()
+        otp = record.otp
         match = match_code(
-            record, open_secret(self._keyring, record), code.strip(), now=now, policy=self._policy
+            otp, open_secret(self._keyring, otp), code.strip(), now=now, policy=self._policy
         )
         if match is None:
             raise CodeRejectedError()
@@ -136,8 +137,8 @@ class FactorService:
         if record.factor.status is not FactorStatus.ACTIVE:
             raise FactorStateError("only an active factor can be resynchronised")
         found = find_resync(
-            record,
-            open_secret(self._keyring, record),
+            record.otp,
+            open_secret(self._keyring, record.otp),
             (codes[0].strip(), codes[1].strip()),
             now=now,
             policy=self._policy,

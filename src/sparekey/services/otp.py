@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sparekey.crypto.keyring import Keyring
-from sparekey.domain.models import Factor, FactorType
+from sparekey.domain.models import FactorType
 from sparekey.protocols.rfc4226 import hotp, match_counter
 from sparekey.protocols.rfc6238 import time_step
-from sparekey.storage.factors import FactorRecord
+from sparekey.storage.factors import OtpFactor
 
 __all__ = ["Match", "OtpPolicy", "find_resync", "match_code", "open_secret", "secret_aad"]
 
@@ -37,14 +37,15 @@ def secret_aad(*, user_id: str, factor_id: str) -> bytes:
     return f"sparekey/factor-secret/v1|{len(user_id)}:{user_id}|{factor_id}".encode()
 
 
-def open_secret(keyring: Keyring, record: FactorRecord) -> bytes:
-    f = record.factor
+def open_secret(keyring: Keyring, factor: OtpFactor) -> bytes:
     return keyring.decrypt(
-        record.secret_key_id, record.secret, aad=secret_aad(user_id=f.user_id, factor_id=f.id)
+        factor.secret_key_id,
+        factor.secret,
+        aad=secret_aad(user_id=factor.user_id, factor_id=factor.id),
     )
 
 
-def _candidates(factor: Factor, *, now: datetime, policy: OtpPolicy) -> tuple[range, int]:
+def _candidates(factor: OtpFactor, *, now: datetime, policy: OtpPolicy) -> tuple[range, int]:
     """The steps a code may match, newer than the last used one, and the step "now" is."""
     floor = -1 if factor.last_step is None else factor.last_step
     if factor.type is FactorType.TOTP:
@@ -58,9 +59,8 @@ def _candidates(factor: Factor, *, now: datetime, policy: OtpPolicy) -> tuple[ra
 
 
 def match_code(
-    record: FactorRecord, secret: bytes, code: str, *, now: datetime, policy: OtpPolicy
+    factor: OtpFactor, secret: bytes, code: str, *, now: datetime, policy: OtpPolicy
 ) -> Match | None:
-    factor = record.factor
     if len(code) != factor.digits:
         return None
     steps, current = _candidates(factor, now=now, policy=policy)
@@ -74,14 +74,13 @@ def match_code(
 
 
 def find_resync(
-    record: FactorRecord, secret: bytes, codes: tuple[str, str], *, now: datetime, policy: OtpPolicy
+    factor: OtpFactor, secret: bytes, codes: tuple[str, str], *, now: datetime, policy: OtpPolicy
 ) -> Match | None:
     """Find two consecutive steps producing ``codes``; returns the second step and its drift.
 
     HOTP searches ``resync_window`` counters past the last one used; TOTP searches that many
     steps either side of now. Only steps later than the last used one count.
     """
-    factor = record.factor
     floor = -1 if factor.last_step is None else factor.last_step
     if factor.type is FactorType.TOTP:
         assert factor.period is not None

@@ -8,6 +8,7 @@ refuses a step already used. A replayed or concurrent duplicate code is simply n
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sparekey.crypto.aead import DecryptionError
 from sparekey.crypto.keyring import Keyring
@@ -20,7 +21,7 @@ from sparekey.services.otp import Match, OtpPolicy, match_code, open_secret
 from sparekey.storage import factors as factors_repo
 from sparekey.storage import users as users_repo
 from sparekey.storage.database import Database
-from sparekey.storage.factors import FactorRecord
+from sparekey.storage.factors import OtpFactor
 
 __all__ = ["BACKUP_CODE", "VerificationService"]
 
@@ -65,36 +66,38 @@ class VerificationService:
 
     def _verify_otp(self, user_id: str, code: str) -> VerifyResult:
         now = self._clock.now()
-        with self._db.read() as conn:
-            records = factors_repo.active_factors(conn, user_id)
-            if not records and not users_repo.user_exists(conn, user_id):
+        with self._db.unit() as unit:
+            factors, remaining = factors_repo.active_factors(unit.conn, user_id)
+            if not factors and not users_repo.user_exists(unit.conn, user_id):
                 raise UserNotFoundError(user_id)
-        matches: list[tuple[FactorRecord, Match]] = []
-        for record in records:  # every factor is checked, whichever matches
-            try:
-                secret = open_secret(self._keyring, record)
-            except DecryptionError:
-                # Tampering or a lost key: this factor fails closed, the others still work.
-                log.error(
-                    "factor %s of a user does not decrypt; check the database", record.factor.id
-                )
-                continue
-            found = match_code(record, secret, code, now=now, policy=self._policy)
-            if found is not None:
-                matches.append((record, found))
-        for record, found in matches:
-            with self._db.write() as conn:
+            for factor, found in self._matches(factors, code, now=now):
                 if factors_repo.advance_step(
-                    conn, record.factor.id, step=found.step, drift=found.drift, now=now
+                    unit.write(), factor.id, step=found.step, drift=found.drift, now=now
                 ):
-                    remaining = self._backup_codes.remaining(conn, user_id)
                     return VerifyResult(
                         verified=True,
-                        factor_id=record.factor.id,
-                        factor_type=record.factor.type.value,
+                        factor_id=factor.id,
+                        factor_type=factor.type.value,
                         backup_codes_remaining=remaining,
                     )
         return NOT_VERIFIED
+
+    def _matches(
+        self, factors: list[OtpFactor], code: str, *, now: datetime
+    ) -> list[tuple[OtpFactor, Match]]:
+        """Every factor the code matches; all of them are checked, whichever matches."""
+        matches = []
+        for factor in factors:
+            try:
+                secret = open_secret(self._keyring, factor)
+            except DecryptionError:
+                # Tampering or a lost key: this factor fails closed, the others still work.
+                log.error("factor %s does not decrypt; check the database", factor.id)
+                continue
+            found = match_code(factor, secret, code, now=now, policy=self._policy)
+            if found is not None:
+                matches.append((factor, found))
+        return matches
 
     def _verify_backup_code(self, user_id: str, canonical: str) -> VerifyResult:
         with self._db.write() as conn:

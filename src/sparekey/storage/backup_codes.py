@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from sparekey.storage.tables import backup_codes
 
@@ -45,8 +45,10 @@ def consume_code(
     return result.rowcount >= 1
 
 
+_COUNT_REMAINING = select(func.count()).where(
+    backup_codes.c.user_id == bindparam("user_id"), backup_codes.c.used_at.is_(None)
+)
+
+
 def count_remaining(conn: Connection, user_id: str) -> int:
-    stmt = select(func.count()).where(
-        backup_codes.c.user_id == user_id, backup_codes.c.used_at.is_(None)
-    )
-    return int(conn.execute(stmt).scalar_one())
+    return int(conn.execute(_COUNT_REMAINING, {"user_id": user_id}).scalar_one())

@@ -2,8 +2,12 @@
 
 SQLite runs in WAL mode so readers never wait for the writer. Write transactions on SQLite begin
 with ``BEGIN IMMEDIATE`` so that two writers queue on the busy timeout instead of failing when one
-upgrades a read lock; reads take no write lock. PostgreSQL uses its default READ COMMITTED, where a
-conditional UPDATE re-checks its WHERE clause after waiting for a row lock.
+upgrades a read lock; reads run statement by statement and take no lock. PostgreSQL uses its default
+READ COMMITTED, where a conditional UPDATE re-checks its WHERE clause after waiting for a row lock.
+
+Three ways in: :meth:`Database.read` (nothing committed), :meth:`Database.write` (one transaction),
+and :meth:`Database.unit` for the hot path: read first, then :meth:`Unit.write` only if there is
+something to write, on the same connection.
 """
 
 from __future__ import annotations
@@ -56,6 +60,21 @@ class Database:
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """Read, then perhaps write, on one connection; commits only if :meth:`Unit.write` ran."""
+        with self.engine.connect() as conn:
+            unit = Unit(conn, sqlite=self.is_sqlite)
+            try:
+                yield unit
+            except BaseException:
+                conn.rollback()
+                raise
+            if unit.writing:
+                conn.commit()
+            else:
+                conn.rollback()
+
     def migrate(self, revision: str = "head") -> None:
         command.upgrade(self._alembic_config(), revision)
 
@@ -79,6 +98,25 @@ class Database:
         self.engine.dispose()
 
 
+class Unit:
+    """A connection that reads until told to write (see :meth:`Database.unit`)."""
+
+    def __init__(self, conn: Connection, *, sqlite: bool) -> None:
+        self.conn = conn
+        self.writing = False
+        self._sqlite = sqlite
+
+    def write(self) -> Connection:
+        """From here on, what this unit does is one transaction, committed at the end."""
+        if not self.writing:
+            self.writing = True
+            if self._sqlite:  # end the lock-free read; begin the write with BEGIN IMMEDIATE
+                self.conn.rollback()
+                self.conn.execution_options(sparekey_write=True)
+                self.conn.begin()
+        return self.conn
+
+
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     # Take transaction control from the driver so BEGIN is ours (see _sqlite_on_begin).
     dbapi_connection.isolation_level = None
@@ -91,5 +129,6 @@ def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get("sparekey_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # Writes take the write lock up front; reads run in autocommit, a snapshot per statement.
+    if conn.get_execution_options().get("sparekey_write", False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -6,14 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, or_, select, update
 
 from sparekey.domain.models import Factor, FactorStatus, FactorType
 from sparekey.protocols.rfc4226 import HashAlgorithm
-from sparekey.storage.tables import factors
+from sparekey.storage.tables import backup_codes, factors
 
 __all__ = [
     "FactorRecord",
+    "OtpFactor",
     "active_factors",
     "advance_step",
     "delete_expired_pending",
@@ -25,11 +26,43 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OtpFactor:
+    """What checking a code needs and nothing more: the verify path reads only these columns."""
+
+    id: str
+    user_id: str
+    type: FactorType
+    algorithm: HashAlgorithm
+    digits: int
+    period: int | None
+    last_step: int | None
+    drift: int
+    secret: bytes
+    secret_key_id: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class FactorRecord:
     factor: Factor
     secret: bytes
     secret_key_id: int
+
+    @property
+    def otp(self) -> OtpFactor:
+        f = self.factor
+        return OtpFactor(
+            id=f.id,
+            user_id=f.user_id,
+            type=f.type,
+            algorithm=f.algorithm,
+            digits=f.digits,
+            period=f.period,
+            last_step=f.last_step,
+            drift=f.drift,
+            secret=self.secret,
+            secret_key_id=self.secret_key_id,
+        )
 
 
 def _to_record(row: Row[Any]) -> FactorRecord:
@@ -96,11 +129,81 @@ def list_factors(conn: Connection, user_id: str, *, now: datetime) -> list[Facto
     return [_to_record(row) for row in conn.execute(stmt)]
 
 
-def active_factors(conn: Connection, user_id: str) -> list[FactorRecord]:
-    stmt = select(factors).where(
-        factors.c.user_id == user_id, factors.c.status == FactorStatus.ACTIVE.value
+_REMAINING_CODES = (
+    select(func.count())
+    .where(backup_codes.c.user_id == bindparam("user_id"), backup_codes.c.used_at.is_(None))
+    .scalar_subquery()
+)
+_OTP_COLUMNS = [
+    factors.c[name]
+    for name in (
+        "id",
+        "user_id",
+        "type",
+        "algorithm",
+        "digits",
+        "period",
+        "last_step",
+        "drift",
+        "secret",
+        "secret_key_id",
     )
-    return [_to_record(row) for row in conn.execute(stmt)]
+]
+_ACTIVE_FACTORS = select(*_OTP_COLUMNS, _REMAINING_CODES.label("remaining")).where(
+    factors.c.user_id == bindparam("user_id"), factors.c.status == FactorStatus.ACTIVE.value
+)
+
+
+def active_factors(conn: Connection, user_id: str) -> tuple[list[OtpFactor], int]:
+    """The user's active factors and, in the same statement, how many backup codes they have left
+    (0 when the user has no active factor: there is no row to carry the count)."""
+    rows = conn.execute(_ACTIVE_FACTORS, {"user_id": user_id}).all()
+    remaining = int(rows[0].remaining) if rows else 0
+    found = [
+        OtpFactor(
+            id=row.id,
+            user_id=row.user_id,
+            type=FactorType(row.type),
+            algorithm=HashAlgorithm(row.algorithm),
+            digits=row.digits,
+            period=row.period,
+            last_step=row.last_step,
+            drift=row.drift,
+            secret=row.secret,
+            secret_key_id=row.secret_key_id,
+        )
+        for row in rows
+    ]
+    return found, remaining
+
+
+_NEWER_STEP = or_(factors.c.last_step.is_(None), factors.c.last_step < bindparam("step"))
+_ADVANCE = (
+    update(factors)
+    .where(
+        factors.c.id == bindparam("factor_id"),
+        factors.c.status == FactorStatus.ACTIVE.value,
+        _NEWER_STEP,
+    )
+    .values(last_step=bindparam("step"), drift=bindparam("drift"), last_used_at=bindparam("now"))
+)
+_ACTIVATE = (
+    update(factors)
+    .where(
+        factors.c.id == bindparam("factor_id"),
+        factors.c.status == FactorStatus.PENDING.value,
+        factors.c.expires_at > bindparam("now"),
+        _NEWER_STEP,
+    )
+    .values(
+        last_step=bindparam("step"),
+        drift=bindparam("drift"),
+        last_used_at=bindparam("now"),
+        status=FactorStatus.ACTIVE.value,
+        confirmed_at=bindparam("now"),
+        expires_at=None,
+    )
+)
 
 
 def advance_step(
@@ -108,32 +211,19 @@ def advance_step(
     factor_id: str,
     *,
     step: int,
+    drift: int,
     now: datetime,
-    drift: int | None = None,
     activate: bool = False,
 ) -> bool:
     """Record ``step`` as used, if and only if it is later than every step used before.
 
     This one conditional UPDATE is the replay guard: of any number of concurrent attempts with the
-    same code, on any node, exactly one sees a row count of 1.
+    same code, on any node, exactly one sees a row count of 1. With ``activate`` it also confirms a
+    pending, unexpired factor.
     """
-    values: dict[str, Any] = {"last_step": step, "last_used_at": now}
-    if drift is not None:
-        values["drift"] = drift
-    condition = or_(factors.c.last_step.is_(None), factors.c.last_step < step)
-    if activate:
-        values.update(status=FactorStatus.ACTIVE.value, confirmed_at=now, expires_at=None)
-        condition = and_(
-            condition,
-            factors.c.status == FactorStatus.PENDING.value,
-            factors.c.expires_at > now,
-        )
-    else:
-        condition = and_(condition, factors.c.status == FactorStatus.ACTIVE.value)
-    result = conn.execute(
-        update(factors).where(factors.c.id == factor_id, condition).values(values)
-    )
-    return result.rowcount == 1
+    statement = _ACTIVATE if activate else _ADVANCE
+    params = {"factor_id": factor_id, "step": step, "drift": drift, "now": now}
+    return conn.execute(statement, params).rowcount == 1
 
 
 def update_factor(conn: Connection, user_id: str, factor_id: str, **values: Any) -> bool:
