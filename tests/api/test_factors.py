@@ -131,3 +131,18 @@ def test_a_user_may_hold_several_factors(client: TestClient, clock: FixedClock) 
         answer = client.post("/v1/users/alice/verify", json={"code": code}).json()
         assert answer["verified"] is True
         assert answer["factor_id"] == factor["id"], "the answer names the factor that matched"
+
+
+def test_qr_code_decodes_to_the_otpauth_uri(client: TestClient) -> None:
+    """Decode the PNG with zxing-cpp, an independent QR reader, as a phone's camera would."""
+    import base64
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    create_user(client, "alice", email="alice@example.com")
+    factor = enroll(client, qr_png=True, label="Phone")
+    png = base64.b64decode(str(factor["qr_png"]).removeprefix("data:image/png;base64,"))
+    decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert [d.text for d in decoded] == [factor["otpauth_uri"]]

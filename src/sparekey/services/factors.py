@@ -88,7 +88,7 @@ class FactorService:
             user = users_repo.get_user(conn, user_id)
             if user is None:
                 raise UserNotFoundError(user_id)
-            repo.delete_expired_pending(conn, now=now)
+            repo.delete_expired_pending(conn, user_id, now=now)
             if len(repo.list_factors(conn, user_id, now=now)) >= MAX_FACTORS_PER_USER:
                 raise ConflictError(
                     f"a user may hold at most {MAX_FACTORS_PER_USER} factors; remove one first"

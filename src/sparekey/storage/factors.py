@@ -242,11 +242,13 @@ def delete_factor(conn: Connection, user_id: str, factor_id: str) -> bool:
     return result.rowcount == 1
 
 
-def delete_expired_pending(conn: Connection, *, now: datetime, limit: int = 1000) -> int:
-    expired = (
-        select(factors.c.id)
-        .where(factors.c.status == FactorStatus.PENDING.value, factors.c.expires_at <= now)
-        .limit(limit)
-        .scalar_subquery()
+def delete_expired_pending(conn: Connection, user_id: str, *, now: datetime) -> int:
+    """Remove the user's enrollments that lapsed unconfirmed (uses the user/status index)."""
+    result = conn.execute(
+        delete(factors).where(
+            factors.c.user_id == user_id,
+            factors.c.status == FactorStatus.PENDING.value,
+            factors.c.expires_at <= now,
+        )
     )
-    return conn.execute(delete(factors).where(factors.c.id.in_(expired))).rowcount
+    return result.rowcount
