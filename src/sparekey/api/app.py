@@ -48,7 +48,7 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
     )
     api.state.sparekey = app
     api.state.metrics = metrics or Metrics()
-    for router in (users.router, factors.router, verify.router, system.router):
+    for router in (verify.router, users.router, factors.router, system.router):
         api.include_router(router)
     _install_error_handlers(api)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]

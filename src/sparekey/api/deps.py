@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,17 +13,25 @@ from sparekey.domain.errors import AuthenticationError, PermissionDeniedError
 from sparekey.domain.models import ApiKey, Scope
 from sparekey.runtime import Sparekey
 
-__all__ = ["App", "AppMetrics", "get_app", "require"]
+__all__ = [
+    "BEARER_SECURITY",
+    "App",
+    "AppMetrics",
+    "authorize",
+    "bearer_token",
+    "get_app",
+    "require",
+]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
 
 
-def get_app(request: Request) -> Sparekey:
+async def get_app(request: Request) -> Sparekey:
     app: Sparekey = request.app.state.sparekey
     return app
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -32,18 +40,36 @@ App = Annotated[Sparekey, Depends(get_app)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 
 
-def require(scope: Scope) -> Callable[..., ApiKey]:
-    """A dependency that admits API keys holding ``scope`` (or a scope that includes it)."""
+def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency that admits API keys holding ``scope`` (or a scope that includes it).
 
-    def dependency(
+    Dependencies are coroutines so that a request costs no thread hop before its endpoint: the
+    API key check is a memory lookup, and a database read once per ``api_key_cache_seconds``.
+    """
+
+    async def dependency(
         app: App,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiKey:
-        if credentials is None:
-            raise AuthenticationError("send an API key as `Authorization: Bearer sk_...`")
-        key = app.api_keys.authenticate(credentials.credentials)
-        if not key.allows(scope):
-            raise PermissionDeniedError(f"this API key lacks the {scope.value!r} scope")
-        return key
+        return authorize(app, credentials.credentials if credentials else None, scope)
 
     return dependency
+
+
+def authorize(app: Sparekey, token: str | None, scope: Scope) -> ApiKey:
+    """The API key behind a bearer ``token``, if it is live and holds ``scope``."""
+    if not token:
+        raise AuthenticationError("send an API key as `Authorization: Bearer sk_...`")
+    key = app.api_keys.authenticate(token)
+    if not key.allows(scope):
+        raise PermissionDeniedError(f"this API key lacks the {scope.value!r} scope")
+    return key
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, as HTTPBearer reads it."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}]

@@ -7,8 +7,6 @@ a code is looked up under every MAC key the keyring knows, so rotation never inv
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
-
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import UserNotFoundError
 from sparekey.domain.models import BackupCodeSet
@@ -16,7 +14,7 @@ from sparekey.domain.ports import Clock
 from sparekey.protocols import backup_codes as codes
 from sparekey.storage import backup_codes as repo
 from sparekey.storage import users as users_repo
-from sparekey.storage.database import Database
+from sparekey.storage.database import Database, Unit
 
 __all__ = ["BackupCodeService"]
 
@@ -47,15 +45,12 @@ class BackupCodeService:
             repo.replace_codes(conn, user_id, digests=digests, mac_key_id=key_id, now=now)
         return BackupCodeSet(codes=[codes.format_code(c) for c in fresh], created_at=now)
 
-    def consume(self, conn: Connection, user_id: str, canonical: str) -> int | None:
+    def consume(self, unit: Unit, user_id: str, canonical: str) -> int | None:
         """Spend the code inside the caller's transaction; returns how many remain, or None."""
         digests = [
             self._keyring.mac_with(key_id, _LABEL, canonical.encode("ascii"))
             for key_id in self._keyring.mac_key_ids()
         ]
-        if not repo.consume_code(conn, user_id, digests=digests, now=self._clock.now()):
+        if not repo.consume_code(unit.write(), user_id, digests=digests, now=self._clock.now()):
             return None
-        return repo.count_remaining(conn, user_id)
-
-    def remaining(self, conn: Connection, user_id: str) -> int:
-        return repo.count_remaining(conn, user_id)
+        return repo.count_remaining(unit, user_id)

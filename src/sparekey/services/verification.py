@@ -67,8 +67,8 @@ class VerificationService:
     def _verify_otp(self, user_id: str, code: str) -> VerifyResult:
         now = self._clock.now()
         with self._db.unit() as unit:
-            factors, remaining = factors_repo.active_factors(unit.conn, user_id)
-            if not factors and not users_repo.user_exists(unit.conn, user_id):
+            factors, remaining = factors_repo.active_factors(unit, user_id)
+            if not factors and not users_repo.user_exists(unit, user_id):
                 raise UserNotFoundError(user_id)
             for factor, found in self._matches(factors, code, now=now):
                 if factors_repo.advance_step(
@@ -100,10 +100,10 @@ class VerificationService:
         return matches
 
     def _verify_backup_code(self, user_id: str, canonical: str) -> VerifyResult:
-        with self._db.write() as conn:
-            if not users_repo.user_exists(conn, user_id):
+        with self._db.unit() as unit:
+            if not users_repo.user_exists(unit, user_id):
                 raise UserNotFoundError(user_id)
-            remaining = self._backup_codes.consume(conn, user_id, canonical)
+            remaining = self._backup_codes.consume(unit, user_id, canonical)
         if remaining is None:
             return NOT_VERIFIED
         return VerifyResult(

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
+from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.tables import backup_codes
 
 __all__ = ["consume_code", "count_remaining", "replace_codes"]
@@ -26,29 +27,35 @@ def replace_codes(
     )
 
 
+_CONSUME = Prepared(
+    update(backup_codes)
+    .where(
+        backup_codes.c.user_id == bindparam("user_id"),
+        backup_codes.c.digest == bindparam("digest"),
+        backup_codes.c.used_at.is_(None),
+    )
+    .values(used_at=bindparam("now"))
+)
+_COUNT_REMAINING = Prepared(
+    select(func.count()).where(
+        backup_codes.c.user_id == bindparam("user_id"), backup_codes.c.used_at.is_(None)
+    )
+)
+
+
 def consume_code(
-    conn: Connection, user_id: str, *, digests: Sequence[bytes], now: datetime
+    target: Connection | Unit, user_id: str, *, digests: Sequence[bytes], now: datetime
 ) -> bool:
     """Mark the unused code with one of ``digests`` (one per MAC key version) as used.
 
     One conditional UPDATE: of concurrent attempts with the same code, exactly one changes a row.
     """
-    result = conn.execute(
-        update(backup_codes)
-        .where(
-            backup_codes.c.user_id == user_id,
-            backup_codes.c.digest.in_(list(digests)),
-            backup_codes.c.used_at.is_(None),
-        )
-        .values(used_at=now)
-    )
-    return result.rowcount >= 1
+    for digest in digests:
+        params = {"user_id": user_id, "digest": digest, "now": now}
+        if run(target, _CONSUME, params).rowcount == 1:
+            return True
+    return False
 
 
-_COUNT_REMAINING = select(func.count()).where(
-    backup_codes.c.user_id == bindparam("user_id"), backup_codes.c.used_at.is_(None)
-)
-
-
-def count_remaining(conn: Connection, user_id: str) -> int:
-    return int(conn.execute(_COUNT_REMAINING, {"user_id": user_id}).scalar_one())
+def count_remaining(target: Connection | Unit, user_id: str) -> int:
+    return int(run(target, _COUNT_REMAINING, {"user_id": user_id}).fetchone()[0])

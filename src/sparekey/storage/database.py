@@ -23,7 +23,9 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["Database"]
+from sparekey.storage.prepared import Unit
+
+__all__ = ["Database", "Unit"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -62,18 +64,19 @@ class Database:
 
     @contextmanager
     def unit(self) -> Iterator[Unit]:
-        """Read, then perhaps write, on one connection; commits only if :meth:`Unit.write` ran."""
-        with self.engine.connect() as conn:
-            unit = Unit(conn, sqlite=self.is_sqlite)
-            try:
-                yield unit
-            except BaseException:
-                conn.rollback()
-                raise
-            if unit.writing:
-                conn.commit()
-            else:
-                conn.rollback()
+        """Read, then perhaps write, on one pooled connection with prepared statements (see
+        :mod:`sparekey.storage.prepared`); commits only if :meth:`Unit.write` ran."""
+        connection = self.engine.raw_connection()
+        unit = Unit(connection, self.engine.dialect)
+        try:
+            yield unit
+        except BaseException:
+            unit.finish(commit=False)
+            raise
+        else:
+            unit.finish(commit=True)
+        finally:
+            connection.close()
 
     def migrate(self, revision: str = "head") -> None:
         command.upgrade(self._alembic_config(), revision)
@@ -96,25 +99,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-class Unit:
-    """A connection that reads until told to write (see :meth:`Database.unit`)."""
-
-    def __init__(self, conn: Connection, *, sqlite: bool) -> None:
-        self.conn = conn
-        self.writing = False
-        self._sqlite = sqlite
-
-    def write(self) -> Connection:
-        """From here on, what this unit does is one transaction, committed at the end."""
-        if not self.writing:
-            self.writing = True
-            if self._sqlite:  # end the lock-free read; begin the write with BEGIN IMMEDIATE
-                self.conn.rollback()
-                self.conn.execution_options(sparekey_write=True)
-                self.conn.begin()
-        return self.conn
 
 
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, func, insert, or_, se
 
 from sparekey.domain.models import Factor, FactorStatus, FactorType
 from sparekey.protocols.rfc4226 import HashAlgorithm
+from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.tables import backup_codes, factors
 
 __all__ = [
@@ -149,28 +150,30 @@ _OTP_COLUMNS = [
         "secret_key_id",
     )
 ]
-_ACTIVE_FACTORS = select(*_OTP_COLUMNS, _REMAINING_CODES.label("remaining")).where(
-    factors.c.user_id == bindparam("user_id"), factors.c.status == FactorStatus.ACTIVE.value
+_ACTIVE_FACTORS = Prepared(
+    select(*_OTP_COLUMNS, _REMAINING_CODES.label("remaining")).where(
+        factors.c.user_id == bindparam("user_id"), factors.c.status == FactorStatus.ACTIVE.value
+    )
 )
 
 
-def active_factors(conn: Connection, user_id: str) -> tuple[list[OtpFactor], int]:
+def active_factors(target: Connection | Unit, user_id: str) -> tuple[list[OtpFactor], int]:
     """The user's active factors and, in the same statement, how many backup codes they have left
     (0 when the user has no active factor: there is no row to carry the count)."""
-    rows = conn.execute(_ACTIVE_FACTORS, {"user_id": user_id}).all()
-    remaining = int(rows[0].remaining) if rows else 0
+    rows = run(target, _ACTIVE_FACTORS, {"user_id": user_id}).fetchall()
+    remaining = int(rows[0][10]) if rows else 0
     found = [
         OtpFactor(
-            id=row.id,
-            user_id=row.user_id,
-            type=FactorType(row.type),
-            algorithm=HashAlgorithm(row.algorithm),
-            digits=row.digits,
-            period=row.period,
-            last_step=row.last_step,
-            drift=row.drift,
-            secret=row.secret,
-            secret_key_id=row.secret_key_id,
+            id=row[0],
+            user_id=row[1],
+            type=FactorType(row[2]),
+            algorithm=HashAlgorithm(row[3]),
+            digits=row[4],
+            period=row[5],
+            last_step=row[6],
+            drift=row[7],
+            secret=bytes(row[8]),
+            secret_key_id=row[9],
         )
         for row in rows
     ]
@@ -178,7 +181,7 @@ def active_factors(conn: Connection, user_id: str) -> tuple[list[OtpFactor], int
 
 
 _NEWER_STEP = or_(factors.c.last_step.is_(None), factors.c.last_step < bindparam("step"))
-_ADVANCE = (
+_ADVANCE = Prepared(
     update(factors)
     .where(
         factors.c.id == bindparam("factor_id"),
@@ -187,7 +190,7 @@ _ADVANCE = (
     )
     .values(last_step=bindparam("step"), drift=bindparam("drift"), last_used_at=bindparam("now"))
 )
-_ACTIVATE = (
+_ACTIVATE = Prepared(
     update(factors)
     .where(
         factors.c.id == bindparam("factor_id"),
@@ -207,7 +210,7 @@ _ACTIVATE = (
 
 
 def advance_step(
-    conn: Connection,
+    target: Connection | Unit,
     factor_id: str,
     *,
     step: int,
@@ -223,7 +226,7 @@ def advance_step(
     """
     statement = _ACTIVATE if activate else _ADVANCE
     params = {"factor_id": factor_id, "step": step, "drift": drift, "now": now}
-    return conn.execute(statement, params).rowcount == 1
+    return run(target, statement, params).rowcount == 1
 
 
 def update_factor(conn: Connection, user_id: str, factor_id: str, **values: Any) -> bool:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, update
 
 from sparekey.domain.models import User
+from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.tables import users
 
 __all__ = ["delete_user", "get_user", "insert_user", "search_users", "update_user", "user_exists"]
@@ -28,8 +29,11 @@ def get_user(conn: Connection, user_id: str) -> User | None:
     return None if row is None else _to_user(row)
 
 
-def user_exists(conn: Connection, user_id: str) -> bool:
-    return conn.execute(select(users.c.id).where(users.c.id == user_id)).first() is not None
+_USER_EXISTS = Prepared(select(users.c.id).where(users.c.id == bindparam("user_id")))
+
+
+def user_exists(target: Connection | Unit, user_id: str) -> bool:
+    return run(target, _USER_EXISTS, {"user_id": user_id}).fetchone() is not None
 
 
 def insert_user(conn: Connection, user: User) -> None:

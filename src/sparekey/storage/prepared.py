@@ -1,0 +1,112 @@
+"""Statements for the hot path: SQLAlchemy Core, compiled once per dialect, run on the DB-API.
+
+SQLAlchemy spends more time per execution than SQLite spends running a small statement. The verify
+path runs a few fixed statements many times a second, so it compiles them once with SQLAlchemy
+(same SQL, same types' bind processors) and runs them on the driver's cursor inside a :class:`Unit`.
+Every other path uses SQLAlchemy connections as usual; :func:`run` lets a repository function serve
+both with one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Delete, Dialect, Insert, Select, Update
+
+__all__ = ["Cursor", "Prepared", "Unit", "run"]
+
+
+class Cursor(Protocol):
+    """What both a DB-API cursor and a SQLAlchemy result offer."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    positions: tuple[str, ...] | None  # None for named parameter styles
+    defaults: dict[str, Any]
+    processors: Mapping[str, Callable[[Any], Any]]
+
+    def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        values = self.defaults | dict(given)
+        for name, process in self.processors.items():
+            values[name] = process(values[name])
+        if self.positions is None:
+            return values
+        return [values[name] for name in self.positions]
+
+
+class Prepared:
+    def __init__(self, statement: Select[Any] | Update | Insert | Delete) -> None:
+        self.statement = statement
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
+        if found is None:
+            compiled = self.statement.compile(dialect=dialect)
+            binds = {name: compiled.binds[name] for name in compiled.bind_names.values()}
+            processors = {}
+            for name, bind in binds.items():
+                process = bind.type.bind_processor(dialect)
+                if process is not None:
+                    processors[name] = process
+            found = _Compiled(
+                sql=compiled.string,
+                positions=tuple(compiled.positiontup) if compiled.positiontup else None,
+                defaults={name: b.value for name, b in binds.items() if b.value is not None},
+                processors=processors,
+            )
+            self._by_dialect[dialect.name] = found
+        return found
+
+
+class Unit:
+    """A pooled DB-API connection that reads until :meth:`write`, then is one transaction.
+
+    On SQLite reads run in autocommit (no lock) and :meth:`write` begins ``BEGIN IMMEDIATE``; on
+    PostgreSQL the driver's implicit transaction covers both and is committed if anything was
+    written. Built by :meth:`sparekey.storage.database.Database.unit`.
+    """
+
+    def __init__(self, dbapi_connection: Any, dialect: Dialect) -> None:
+        self._connection = dbapi_connection
+        self._dialect = dialect
+        self._sqlite = dialect.name == "sqlite"
+        self.writing = False
+
+    def execute(self, prepared: Prepared, parameters: Mapping[str, Any]) -> Cursor:
+        compiled = prepared.compiled(self._dialect)
+        cursor = self._connection.cursor()
+        cursor.execute(compiled.sql, compiled.parameters(parameters))
+        return cursor  # type: ignore[no-any-return]
+
+    def write(self) -> Unit:
+        """From here on, what this unit does is one transaction, committed at the end."""
+        if not self.writing:
+            self.writing = True
+            if self._sqlite:
+                self._connection.cursor().execute("BEGIN IMMEDIATE")
+        return self
+
+    def finish(self, *, commit: bool) -> None:
+        if commit and self.writing:
+            self._connection.commit()
+        else:
+            self._connection.rollback()
+
+
+def run(target: Connection | Unit, prepared: Prepared, parameters: Mapping[str, Any]) -> Cursor:
+    """Run ``prepared`` through the fast path of a :class:`Unit` or a SQLAlchemy connection."""
+    if isinstance(target, Unit):
+        return target.execute(prepared, parameters)
+    return target.execute(prepared.statement, dict(parameters))
