@@ -154,3 +154,39 @@ def test_openapi_declares_errors_as_problem_json(client: TestClient) -> None:
     assert PROBLEM in verify["responses"]["422"]["content"]
     assert PROBLEM in verify["responses"]["401"]["content"]
     assert "application/json" not in verify["responses"]["422"]["content"]
+
+
+def test_verify_route_answers_bad_input_like_every_other_route(client: TestClient) -> None:
+    """The verify route is served outside FastAPI's request handling; its errors must not differ."""
+    create_user(client)
+    problem = assert_problem(
+        client.post("/v1/users/bad%20id/verify", json={"code": "123456"}), 422, "invalid-input"
+    )
+    assert problem["errors"][0]["field"] == "path.user_id"  # type: ignore[index]
+    problem = assert_problem(client.post("/v1/users/alice/verify", json={}), 422, "invalid-input")
+    assert problem["errors"][0]["field"] == "body.code"  # type: ignore[index]
+    assert_problem(
+        client.post("/v1/users/alice/verify", json={"code": "1", "extra": True}),
+        422,
+        "invalid-input",
+    )
+    assert_problem(
+        client.post(
+            "/v1/users/alice/verify", content=b"{", headers={"content-type": "application/json"}
+        ),
+        400,
+        "malformed-request",
+    )
+    assert_problem(client.get("/v1/users/alice/verify"), 405, "method-not-allowed")
+    del client.headers["Authorization"]
+    assert_problem(client.post("/v1/users/alice/verify", json={"code": "1"}), 401, "unauthorized")
+
+
+def test_openapi_documents_the_verify_operation_fully(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v1/users/{user_id}/verify"]["post"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["code"]
+    assert operation["parameters"][0]["schema"]["pattern"]
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/VerifyOut"}

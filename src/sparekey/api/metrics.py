@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from sparekey.domain.models import VerifyResult
+
 __all__ = ["Metrics"]
 
 
@@ -22,6 +24,20 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+
+        self._outcomes: dict[tuple[bool, str | None], Counter] = {}
+
+    def count_verification(self, result: VerifyResult, *, seconds: float) -> None:
+        key = (result.verified, result.factor_type)
+        counter = self._outcomes.get(key)
+        if counter is None:
+            counter = self.verifications.labels(
+                result="success" if result.verified else "failure",
+                factor_type=result.factor_type or "none",
+            )
+            self._outcomes[key] = counter
+        counter.inc()
+        self.verify_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ something to write, on the same connection.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from sparekey.storage.prepared import Unit
@@ -43,9 +45,9 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            self.engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
-            )
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20)
+            event.listen(self.engine, "checkin", _mark_checkin)
+            event.listen(self.engine, "checkout", _check_liveness)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -99,6 +101,34 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+IDLE_PING_SECONDS = 10.0
+
+
+def _mark_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _check_liveness(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+    """Hand out only live connections, without a round trip on the hot path.
+
+    A connection the driver knows is closed or broken is replaced at once; one that sat idle
+    for :data:`IDLE_PING_SECONDS` (long enough for a server restart to have cut it) is pinged
+    first. Pinging on every checkout (``pool_pre_ping``) would cost a round trip per request.
+    """
+    if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+        raise DisconnectionError("connection lost")
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        dbapi_connection.rollback()
+    except Exception as exc:
+        raise DisconnectionError("connection failed a liveness check") from exc
 
 
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

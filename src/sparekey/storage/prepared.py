@@ -73,9 +73,9 @@ class Prepared:
 class Unit:
     """A pooled DB-API connection that reads until :meth:`write`, then is one transaction.
 
-    On SQLite reads run in autocommit (no lock) and :meth:`write` begins ``BEGIN IMMEDIATE``; on
-    PostgreSQL the driver's implicit transaction covers both and is committed if anything was
-    written. Built by :meth:`sparekey.storage.database.Database.unit`.
+    Reads run in autocommit, each statement on its own (no lock on SQLite, no BEGIN round trip on
+    PostgreSQL); :meth:`write` begins the transaction (``BEGIN IMMEDIATE`` on SQLite), which is
+    committed at the end. Built by :meth:`sparekey.storage.database.Database.unit`.
     """
 
     def __init__(self, dbapi_connection: Any, dialect: Dialect) -> None:
@@ -83,6 +83,8 @@ class Unit:
         self._dialect = dialect
         self._sqlite = dialect.name == "sqlite"
         self.writing = False
+        if not self._sqlite:  # reads in autocommit: one round trip, no BEGIN/ROLLBACK around them
+            self._connection.driver_connection.autocommit = True
 
     def execute(self, prepared: Prepared, parameters: Mapping[str, Any]) -> Cursor:
         compiled = prepared.compiled(self._dialect)
@@ -96,13 +98,27 @@ class Unit:
             self.writing = True
             if self._sqlite:
                 self._connection.cursor().execute("BEGIN IMMEDIATE")
+            else:  # the driver begins a transaction with the next statement
+                self._connection.driver_connection.autocommit = False
         return self
 
     def finish(self, *, commit: bool) -> None:
-        if commit and self.writing:
-            self._connection.commit()
-        else:
-            self._connection.rollback()
+        """Commit (if asked and anything was written) or roll back, and hand the connection back
+        to the pool as it expects it: out of autocommit. A connection that cannot be put back in
+        that state is discarded, never reused."""
+        try:
+            if commit and self.writing:
+                self._connection.commit()
+            else:
+                self._connection.rollback()
+        finally:
+            if not self._sqlite:
+                try:
+                    self._connection.rollback()
+                    self._connection.driver_connection.autocommit = False
+                except Exception:
+                    self._connection.invalidate()
+                    raise
 
 
 def run(target: Connection | Unit, prepared: Prepared, parameters: Mapping[str, Any]) -> Cursor:
