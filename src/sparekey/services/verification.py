@@ -1,8 +1,9 @@
 """Verifying a code at sign-in: any of the user's active TOTP/HOTP factors, or a backup code.
 
-The hot path: one read transaction (user, active factors, backup codes left), the code checked
-in memory against every factor, then one write transaction holding the conditional UPDATE that
-refuses a step already used. A replayed or concurrent duplicate code is simply not verified.
+The hot path, on one pooled connection (:meth:`Database.unit`): one statement reads the user's
+active factors and how many backup codes are left, the code is checked in memory against every
+factor, and only a match opens a write transaction holding the conditional UPDATE that refuses a
+step already used. A replayed or concurrent duplicate code is simply not verified.
 """
 
 from __future__ import annotations

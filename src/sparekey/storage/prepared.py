@@ -57,7 +57,7 @@ class Prepared:
             binds = {name: compiled.binds[name] for name in compiled.bind_names.values()}
             processors = {}
             for name, bind in binds.items():
-                process = bind.type.bind_processor(dialect)
+                process = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 if process is not None:
                     processors[name] = process
             found = _Compiled(
