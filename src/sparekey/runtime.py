@@ -16,6 +16,7 @@ from sparekey.services.api_keys import ApiKeyService
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.factors import FactorService
 from sparekey.services.otp import OtpPolicy
+from sparekey.services.throttle import Throttle, ThrottlePolicy
 from sparekey.services.users import UserService
 from sparekey.services.verification import VerificationService
 from sparekey.settings import Settings
@@ -50,8 +51,21 @@ class Sparekey:
         self.backup_codes = BackupCodeService(
             db=db, keyring=keyring, clock=clock, count=settings.backup_code_count
         )
+        self.throttle = Throttle(
+            ThrottlePolicy(
+                free_failures=settings.throttle_free_failures,
+                base_delay_seconds=settings.throttle_base_delay_seconds,
+                max_delay_seconds=settings.throttle_max_delay_seconds,
+                suspend_after=settings.throttle_suspend_after,
+            )
+        )
         self.verification = VerificationService(
-            db=db, keyring=keyring, clock=clock, policy=policy, backup_codes=self.backup_codes
+            db=db,
+            keyring=keyring,
+            clock=clock,
+            policy=policy,
+            backup_codes=self.backup_codes,
+            throttle=self.throttle,
         )
         self.api_keys = ApiKeyService(
             db=db, keyring=keyring, clock=clock, cache_seconds=settings.api_key_cache_seconds

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     resync_window: int = Field(default=100, ge=2, le=10_000, description="resync search range")
     pending_factor_ttl_seconds: int = Field(default=600, ge=30, le=86_400)
     backup_code_count: int = Field(default=10, ge=5, le=30)
+    throttle_free_failures: int = Field(default=5, ge=1, le=20)
+    throttle_base_delay_seconds: float = Field(default=1.0, gt=0, le=60)
+    throttle_max_delay_seconds: float = Field(default=900.0, ge=1, le=86_400)
+    throttle_suspend_after: int = Field(default=100, ge=10, le=100, description="NIST: at most 100")
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(default=False, description="log every HTTP request")

@@ -4,6 +4,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
+from sparekey.domain.errors import ThrottledError
 from sparekey.domain.models import FactorType, VerifyResult
 from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32encode
@@ -23,6 +24,8 @@ def race(attempt: Callable[[], VerifyResult]) -> list[VerifyResult]:
         barrier.wait()
         try:
             outcome = attempt()
+        except ThrottledError:  # replays count as wrong codes, and enough of them lock
+            outcome = VerifyResult(verified=False)
         except BaseException as exc:  # surfaced below
             with lock:
                 errors.append(exc)

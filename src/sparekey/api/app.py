@@ -32,6 +32,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "The user or factor does not exist"),
         (409, "The request conflicts with the current state"),
         (422, "A field is missing or invalid"),
+        (429, "Too many wrong codes: locked (see Retry-After) or suspended"),
         (503, "The database is busy; retry"),
     ]
 }

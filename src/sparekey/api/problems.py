@@ -87,6 +87,21 @@ _TYPES = [
         "The code given to confirm or resynchronise a factor did not match it.",
     ),
     ProblemType(
+        "too-many-attempts",
+        429,
+        "Too many wrong codes",
+        "Codes from authenticator apps are locked for the seconds in `Retry-After`; a backup code "
+        "still works.",
+    ),
+    ProblemType(
+        "factors-suspended",
+        429,
+        "Authenticator codes suspended",
+        "After too many wrong codes in a row, codes from authenticator apps are refused until the "
+        "user signs in with a backup code or a security key, or an administrator lifts the "
+        "suspension.",
+    ),
+    ProblemType(
         "unavailable",
         503,
         "Temporarily unavailable",
@@ -143,6 +158,8 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.FactorStateError, "factor-state"),
     (errors.ConflictError, "conflict"),
     (errors.CodeRejectedError, "code-rejected"),
+    (errors.FactorsSuspendedError, "factors-suspended"),
+    (errors.ThrottledError, "too-many-attempts"),
     (errors.InvalidInputError, "invalid-input"),
     (errors.AuthenticationError, "unauthorized"),
     (errors.PermissionDeniedError, "forbidden"),
@@ -153,6 +170,8 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
 def to_problem(error: errors.SparekeyError) -> JSONResponse:
     slug = next((s for cls, s in _ERROR_SLUGS if isinstance(error, cls)), "internal-error")
     headers = {"WWW-Authenticate": "Bearer"} if slug == "unauthorized" else None
+    if isinstance(error, errors.ThrottledError) and error.retry_after:
+        headers = {"Retry-After": str(error.retry_after)}
     field_errors = None
     if isinstance(error, errors.InvalidInputError) and error.field:
         field_errors = [{"field": error.field, "message": error.detail}]

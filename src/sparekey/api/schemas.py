@@ -55,12 +55,21 @@ class UserPatch(Body):
     email: Email | None = None
 
 
+class ThrottleOut(BaseModel):
+    failures: int = Field(description="Wrong authenticator codes in a row")
+    locked_until: datetime | None = Field(description="Authenticator codes refused until then")
+    suspended_at: datetime | None = Field(
+        description="Authenticator codes refused until a backup code or an administrator"
+    )
+
+
 class UserOut(BaseModel):
     id: str
     display_name: str | None
     email: str | None
     created_at: datetime
     updated_at: datetime
+    throttle: ThrottleOut
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -70,6 +79,11 @@ class UserOut(BaseModel):
             email=user.email,
             created_at=user.created_at,
             updated_at=user.updated_at,
+            throttle=ThrottleOut(
+                failures=user.throttle.failures,
+                locked_until=user.throttle.locked_until,
+                suspended_at=user.throttle.suspended_at,
+            ),
         )
 
 

@@ -13,6 +13,8 @@
      │    └── FactorExpiredError        (a pending factor not confirmed in time)
      ├── InvalidInputError              (carries the field and why)
      │    └── CodeRejectedError         (a confirmation or resync code that did not match)
+     ├── ThrottledError                 (guessable codes locked for a while; carries retry_after)
+     │    └── FactorsSuspendedError     (guessable codes off until a non-guessable success)
      └── AuthError
           ├── AuthenticationError       (no or unknown credential)
           └── PermissionDeniedError     (known credential, missing scope)
@@ -77,6 +79,24 @@ class CodeRejectedError(InvalidInputError):
         self, detail: str = "the code is not valid for this factor", *, field: str = "code"
     ):
         super().__init__(detail, field=field)
+
+
+class ThrottledError(SparekeyError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many wrong codes; try again in {retry_after} s, or use a backup code"
+        )
+        self.retry_after = retry_after
+
+
+class FactorsSuspendedError(ThrottledError):
+    def __init__(self) -> None:
+        SparekeyError.__init__(
+            self,
+            "codes from authenticator apps are suspended after too many wrong codes; "
+            "sign in with a backup code or a security key, or ask an administrator",
+        )
+        self.retry_after = 0
 
 
 class AuthError(SparekeyError):

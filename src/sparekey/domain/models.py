@@ -37,12 +37,22 @@ class Scope(StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ThrottleState:
+    """The shared budget of a user's guessable codes (TOTP, HOTP)."""
+
+    failures: int
+    locked_until: datetime | None
+    suspended_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class User:
     id: str
     display_name: str | None
     email: str | None
     created_at: datetime
     updated_at: datetime
+    throttle: ThrottleState = ThrottleState(failures=0, locked_until=None, suspended_at=None)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sparekey.domain.errors import InvalidInputError, UserExistsError, UserNotFoundError
 from sparekey.domain.models import User
 from sparekey.domain.ports import Clock
+from sparekey.storage import throttle as throttle_repo
 from sparekey.storage import users as repo
 from sparekey.storage.database import Database
 
@@ -71,6 +72,13 @@ class UserService:
             user = repo.get_user(conn, user_id)
         assert user is not None
         return user
+
+    def lift_throttle(self, user_id: str) -> User:
+        """An administrator lifts a lock or suspension of the user's guessable codes."""
+        with self._db.write() as conn:
+            if not throttle_repo.clear(conn, user_id):
+                raise UserNotFoundError(user_id)
+        return self.get(user_id)
 
     def delete(self, user_id: str) -> None:
         """Delete the user with every factor and backup code they had."""

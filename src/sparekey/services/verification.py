@@ -19,7 +19,9 @@ from sparekey.domain.ports import Clock
 from sparekey.protocols import backup_codes as backup_code_format
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.otp import Match, OtpPolicy, match_code, open_secret
+from sparekey.services.throttle import Throttle
 from sparekey.storage import factors as factors_repo
+from sparekey.storage import throttle as throttle_repo
 from sparekey.storage import users as users_repo
 from sparekey.storage.database import Database
 from sparekey.storage.factors import OtpFactor
@@ -41,12 +43,14 @@ class VerificationService:
         clock: Clock,
         policy: OtpPolicy,
         backup_codes: BackupCodeService,
+        throttle: Throttle,
     ) -> None:
         self._db = db
         self._keyring = keyring
         self._clock = clock
         self._policy = policy
         self._backup_codes = backup_codes
+        self._throttle = throttle
 
     def verify(self, user_id: str, code: str) -> VerifyResult:
         text = code.strip()
@@ -68,19 +72,22 @@ class VerificationService:
     def _verify_otp(self, user_id: str, code: str) -> VerifyResult:
         now = self._clock.now()
         with self._db.unit() as unit:
-            factors, remaining = factors_repo.active_factors(unit, user_id)
-            if not factors and not users_repo.user_exists(unit, user_id):
+            state = factors_repo.verify_state(unit, user_id)
+            if state is None:
                 raise UserNotFoundError(user_id)
-            for factor, found in self._matches(factors, code, now=now):
+            self._throttle.check(state.throttle, now=now)
+            for factor, found in self._matches(state.factors, code, now=now):
                 if factors_repo.advance_step(
                     unit.write(), factor.id, step=found.step, drift=found.drift, now=now
                 ):
+                    self._throttle.succeed(unit, user_id, now=now)
                     return VerifyResult(
                         verified=True,
                         factor_id=factor.id,
                         factor_type=factor.type.value,
-                        backup_codes_remaining=remaining,
+                        backup_codes_remaining=state.backup_codes_remaining,
                     )
+            self._throttle.fail(unit, user_id, now=now)
         return NOT_VERIFIED
 
     def _matches(
@@ -105,6 +112,8 @@ class VerificationService:
             if not users_repo.user_exists(unit, user_id):
                 raise UserNotFoundError(user_id)
             remaining = self._backup_codes.consume(unit, user_id, canonical)
+            if remaining is not None:  # a non-guessable success lifts the throttle
+                throttle_repo.clear(unit, user_id)
         if remaining is None:
             return NOT_VERIFIED
         return VerifyResult(

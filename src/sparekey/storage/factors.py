@@ -6,17 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, or_, select, update
 
-from sparekey.domain.models import Factor, FactorStatus, FactorType
+from sparekey.domain.models import Factor, FactorStatus, FactorType, ThrottleState
 from sparekey.protocols.rfc4226 import HashAlgorithm
 from sparekey.storage.prepared import Prepared, Unit, run
-from sparekey.storage.tables import backup_codes, factors
+from sparekey.storage.tables import backup_codes, factors, users
 
 __all__ = [
     "FactorRecord",
     "OtpFactor",
-    "active_factors",
+    "VerifyState",
     "advance_step",
     "delete_expired_pending",
     "delete_factor",
@@ -24,6 +24,7 @@ __all__ = [
     "insert_factor",
     "list_factors",
     "update_factor",
+    "verify_state",
 ]
 
 
@@ -150,34 +151,57 @@ _OTP_COLUMNS = [
         "secret_key_id",
     )
 ]
-_ACTIVE_FACTORS = Prepared(
-    select(*_OTP_COLUMNS, _REMAINING_CODES.label("remaining")).where(
-        factors.c.user_id == bindparam("user_id"), factors.c.status == FactorStatus.ACTIVE.value
+_VERIFY_STATE = Prepared(
+    select(
+        users.c.otp_failures,
+        users.c.otp_locked_until,
+        users.c.otp_suspended_at,
+        _REMAINING_CODES.label("remaining"),
+        *_OTP_COLUMNS,
     )
+    .select_from(
+        users.outerjoin(
+            factors,
+            and_(factors.c.user_id == users.c.id, factors.c.status == FactorStatus.ACTIVE.value),
+        )
+    )
+    .where(users.c.id == bindparam("user_id"))
 )
 
 
-def active_factors(target: Connection | Unit, user_id: str) -> tuple[list[OtpFactor], int]:
-    """The user's active factors and, in the same statement, how many backup codes they have left
-    (0 when the user has no active factor: there is no row to carry the count)."""
-    rows = run(target, _ACTIVE_FACTORS, {"user_id": user_id}).fetchall()
-    remaining = int(rows[0][10]) if rows else 0
+@dataclass(frozen=True, kw_only=True)
+class VerifyState:
+    """Everything checking a code needs, read in one statement."""
+
+    factors: list[OtpFactor]
+    backup_codes_remaining: int
+    throttle: ThrottleState
+
+
+def verify_state(target: Connection | Unit, user_id: str) -> VerifyState | None:
+    """The user's throttle, backup codes left and active factors; None if there is no such user."""
+    rows = run(target, _VERIFY_STATE, {"user_id": user_id}).fetchall()
+    if not rows:
+        return None
+    first = rows[0]
     found = [
         OtpFactor(
-            id=row[0],
-            user_id=row[1],
-            type=FactorType(row[2]),
-            algorithm=HashAlgorithm(row[3]),
-            digits=row[4],
-            period=row[5],
-            last_step=row[6],
-            drift=row[7],
-            secret=bytes(row[8]),
-            secret_key_id=row[9],
+            id=row[4],
+            user_id=row[5],
+            type=FactorType(row[6]),
+            algorithm=HashAlgorithm(row[7]),
+            digits=row[8],
+            period=row[9],
+            last_step=row[10],
+            drift=row[11],
+            secret=bytes(row[12]),
+            secret_key_id=row[13],
         )
         for row in rows
+        if row[4] is not None
     ]
-    return found, remaining
+    throttle = ThrottleState(failures=first[0], locked_until=first[1], suspended_at=first[2])
+    return VerifyState(factors=found, backup_codes_remaining=int(first[3]), throttle=throttle)
 
 
 _NEWER_STEP = or_(factors.c.last_step.is_(None), factors.c.last_step < bindparam("step"))

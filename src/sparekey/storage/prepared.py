@@ -35,6 +35,13 @@ class _Compiled:
     positions: tuple[str, ...] | None  # None for named parameter styles
     defaults: dict[str, Any]
     processors: Mapping[str, Callable[[Any], Any]]
+    columns: tuple[Callable[[Any], Any] | None, ...]  # result processors, one per column
+
+    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            value if process is None or value is None else process(value)
+            for process, value in zip(self.columns, raw, strict=True)
+        )
 
     def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         values = self.defaults | dict(given)
@@ -63,11 +70,34 @@ class Prepared:
             found = _Compiled(
                 sql=compiled.string,
                 positions=tuple(compiled.positiontup) if compiled.positiontup else None,
-                defaults={name: b.value for name, b in binds.items() if b.value is not None},
+                defaults={name: b.value for name, b in binds.items() if not b.required},
                 processors=processors,
+                columns=tuple(
+                    column.type.dialect_impl(dialect).result_processor(dialect, None)
+                    for column in self.statement.exported_columns
+                ),
             )
             self._by_dialect[dialect.name] = found
         return found
+
+
+class _ProcessedCursor:
+    """A DB-API cursor whose rows come back typed as SQLAlchemy would type them."""
+
+    def __init__(self, cursor: Any, compiled: _Compiled) -> None:
+        self._cursor = cursor
+        self._compiled = compiled
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        raw = self._cursor.fetchone()
+        return None if raw is None else self._compiled.row(raw)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [self._compiled.row(raw) for raw in self._cursor.fetchall()]
 
 
 class Unit:
@@ -90,6 +120,8 @@ class Unit:
         compiled = prepared.compiled(self._dialect)
         cursor = self._connection.cursor()
         cursor.execute(compiled.sql, compiled.parameters(parameters))
+        if any(compiled.columns):
+            return _ProcessedCursor(cursor, compiled)
         return cursor  # type: ignore[no-any-return]
 
     def write(self) -> Unit:

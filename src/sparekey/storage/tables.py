@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    text,
 )
 
 
@@ -72,6 +73,10 @@ users = Table(
     Column("email", String(320), index=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The throttle of guessable codes (TOTP, HOTP): one budget per user, see services/throttle.py
+    Column("otp_failures", Integer, nullable=False, server_default=text("0")),
+    Column("otp_locked_until", UtcDateTime),
+    Column("otp_suspended_at", UtcDateTime),
 )
 
 factors = Table(

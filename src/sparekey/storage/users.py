@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, update
 
-from sparekey.domain.models import User
+from sparekey.domain.models import ThrottleState, User
 from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.tables import users
 
@@ -21,6 +21,11 @@ def _to_user(row: Row[Any]) -> User:
         email=row.email,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        throttle=ThrottleState(
+            failures=row.otp_failures,
+            locked_until=row.otp_locked_until,
+            suspended_at=row.otp_suspended_at,
+        ),
     )
 
 

@@ -50,3 +50,13 @@ def update_user(user_id: UserIdPath, body: UserPatch, app: App) -> UserOut:
 def delete_user(user_id: UserIdPath, app: App) -> Response:
     app.users.delete(user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{user_id}/throttle/reset",
+    response_model=UserOut,
+    dependencies=[Depends(require(Scope.ADMIN))],
+)
+def lift_throttle(user_id: UserIdPath, app: App) -> UserOut:
+    """Lift a lock or suspension of the user's authenticator codes (admin scope)."""
+    return UserOut.of(app.users.lift_throttle(user_id))
