@@ -87,7 +87,8 @@ class VerificationService:
                         factor_type=factor.type.value,
                         backup_codes_remaining=state.backup_codes_remaining,
                     )
-            self._throttle.fail(unit, user_id, now=now)
+            if state.factors:  # a wrong guess at a code that exists
+                self._throttle.fail(unit, user_id, now=now)
         return NOT_VERIFIED
 
     def _matches(
