@@ -68,9 +68,13 @@ def _reset_postgres(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE users, factors, backup_codes, api_keys, data_keys"
-                " RESTART IDENTITY CASCADE"
+                "TRUNCATE users, factors, backup_codes, api_keys, audit_events,"
+                " audit_checkpoints, data_keys RESTART IDENTITY CASCADE"
             )
+        )
+        conn.execute(
+            text("UPDATE audit_chain SET last_seq = 0, last_digest = :genesis"),
+            {"genesis": bytes(32)},
         )
     engine.dispose()
 

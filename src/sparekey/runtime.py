@@ -13,6 +13,7 @@ from sparekey.crypto.providers import FileKeyProvider, KeyFileError, KeyProvider
 from sparekey.domain.models import Scope
 from sparekey.domain.ports import Clock, SystemClock
 from sparekey.services.api_keys import ApiKeyService
+from sparekey.services.audit import Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.factors import FactorService
 from sparekey.services.otp import OtpPolicy
@@ -39,7 +40,8 @@ class Sparekey:
             hotp_window=settings.hotp_window,
             resync_window=settings.resync_window,
         )
-        self.users = UserService(db=db, clock=clock)
+        self.audit = Auditor(db=db, keyring=keyring, clock=clock)
+        self.users = UserService(db=db, clock=clock, auditor=self.audit)
         self.factors = FactorService(
             db=db,
             keyring=keyring,
@@ -47,9 +49,14 @@ class Sparekey:
             policy=policy,
             issuer=settings.issuer,
             pending_ttl=timedelta(seconds=settings.pending_factor_ttl_seconds),
+            auditor=self.audit,
         )
         self.backup_codes = BackupCodeService(
-            db=db, keyring=keyring, clock=clock, count=settings.backup_code_count
+            db=db,
+            keyring=keyring,
+            clock=clock,
+            count=settings.backup_code_count,
+            auditor=self.audit,
         )
         self.throttle = Throttle(
             ThrottlePolicy(
@@ -66,9 +73,14 @@ class Sparekey:
             policy=policy,
             backup_codes=self.backup_codes,
             throttle=self.throttle,
+            auditor=self.audit,
         )
         self.api_keys = ApiKeyService(
-            db=db, keyring=keyring, clock=clock, cache_seconds=settings.api_key_cache_seconds
+            db=db,
+            keyring=keyring,
+            clock=clock,
+            cache_seconds=settings.api_key_cache_seconds,
+            auditor=self.audit,
         )
 
     @classmethod

@@ -105,7 +105,7 @@ def test_wrapped_keys_are_bound_to_their_id(tmp_path: Path) -> None:
     provider = FileKeyProvider.create(tmp_path / "k.key")
     store = MemoryKeyStore()
     Keyring(provider=provider, store=store).ensure_keys()
-    a, b = store.keys
+    a, b, *_ = store.keys
     store.keys = [
         StoredKey(id=a.id, purpose=a.purpose, wrapped=b.wrapped, kek_id=a.kek_id, active=True),
         b,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -9,16 +10,20 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sparekey.api.metrics import Metrics
+from sparekey.api.schemas import RequestContext
 from sparekey.domain.errors import AuthenticationError, PermissionDeniedError
-from sparekey.domain.models import ApiKey, Scope
+from sparekey.domain.models import ApiKey, Caller, Scope
 from sparekey.runtime import Sparekey
 
 __all__ = [
     "BEARER_SECURITY",
+    "AdminKey",
     "App",
     "AppMetrics",
+    "ManageKey",
     "authorize",
     "bearer_token",
+    "caller_of",
     "get_app",
     "require",
 ]
@@ -40,11 +45,13 @@ App = Annotated[Sparekey, Depends(get_app)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 
 
+@functools.cache
 def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that admits API keys holding ``scope`` (or a scope that includes it).
 
     Dependencies are coroutines so that a request costs no thread hop before its endpoint: the
     API key check is a memory lookup, and a database read once per ``api_key_cache_seconds``.
+    One callable per scope, so FastAPI resolves it once per request wherever it is declared.
     """
 
     async def dependency(
@@ -73,3 +80,14 @@ def bearer_token(request: Request) -> str | None:
 
 
 BEARER_SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
+
+
+ManageKey = Annotated[ApiKey, Depends(require(Scope.MANAGE))]
+AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
+
+
+def caller_of(key: ApiKey, context: RequestContext | None) -> Caller:
+    """The caller a service records: the API key, and the end user's context if given."""
+    if context is None:
+        return Caller(type="api_key", id=key.id)
+    return Caller(type="api_key", id=key.id, ip=context.ip, user_agent=context.user_agent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Annotated, Literal
@@ -9,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from sparekey.domain.models import Factor, User
+from sparekey.domain.models import AuditRecord, Factor, User
 
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=:~-]{0,127}$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -38,8 +39,28 @@ Email = Annotated[
 ]
 
 
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError("must be an IPv4 or IPv6 address") from None
+
+
+class RequestContext(BaseModel):
+    """The end user's side of the call, as the application saw it: for limits and the audit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ip: Annotated[str, Field(max_length=64), AfterValidator(_ip_address)] | None = None
+    user_agent: Annotated[SafeText, Field(max_length=400)] | None = None
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    context: RequestContext | None = Field(
+        default=None, description="The end user's IP address and user agent, if known"
+    )
 
 
 class UserCreate(Body):
@@ -175,3 +196,26 @@ class VerifyOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     database: Literal["ok"]
+
+
+class AuditRecordOut(BaseModel):
+    id: int
+    occurred_at: datetime
+    event: str
+    outcome: str
+    actor_type: str
+    actor_id: str | None
+    user_id: str | None
+    ip: str | None
+    user_agent: str | None
+    details: dict[str, object]
+    seq: int | None = Field(description="Position in the hash chain; null until sealed")
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> AuditRecordOut:
+        return cls(**{name: getattr(record, name) for name in cls.model_fields})
+
+
+class AuditPageOut(BaseModel):
+    events: list[AuditRecordOut]
+    next_cursor: int | None

@@ -8,7 +8,10 @@ Failures print one line to stderr and exit 1.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -19,6 +22,7 @@ from sparekey.crypto.providers import KeyFileError
 from sparekey.domain.errors import SparekeyError
 from sparekey.domain.models import Scope
 from sparekey.runtime import InitResult, Sparekey, initialize
+from sparekey.services.audit import Sealer
 from sparekey.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -29,6 +33,8 @@ app = typer.Typer(
 )
 apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
+audit_app = typer.Typer(help="Seal, verify and export the audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 DataDir = Annotated[
     Path | None,
@@ -103,6 +109,8 @@ def serve(
     settings = load_settings(data_dir, host=host, port=port)
     _announce(initialize(settings), settings)
     sparekey = Sparekey.open(settings)
+    sealer = Sealer(sparekey.audit, interval=settings.audit_seal_interval_seconds)
+    sealer.start()
     url = settings.resolved_public_url
     typer.echo(f"Sparekey is serving on {url}  (API docs: {url}/docs)", err=True)
     try:
@@ -115,6 +123,7 @@ def serve(
             server_header=False,
         )
     finally:
+        sealer.stop()
         sparekey.close()
 
 
@@ -178,6 +187,68 @@ def apikey_revoke(
     finally:
         sparekey.close()
     typer.echo(f"Revoked API key {key.id} ({key.name})", err=True)
+
+
+@audit_app.command("seal")
+@friendly_errors
+def audit_seal(data_dir: DataDir = None) -> None:
+    """Chain and sign every record not sealed yet (the server does this every second)."""
+    sparekey = _open(data_dir)
+    try:
+        sealed = sparekey.audit.seal_all()
+    finally:
+        sparekey.close()
+    typer.echo(f"Sealed {sealed} audit records", err=True)
+
+
+@audit_app.command("verify")
+@friendly_errors
+def audit_verify(
+    data_dir: DataDir = None,
+    seal: Annotated[bool, typer.Option(help="Seal pending records first")] = True,
+) -> None:
+    """Check every record, the chain and the signed checkpoints; exit 1 at the first bad record."""
+    sparekey = _open(data_dir)
+    try:
+        if seal:
+            sparekey.audit.seal_all()
+        report = sparekey.audit.verify()
+    finally:
+        sparekey.close()
+    if not report.ok:
+        _fail(f"audit log does not verify: {report.problem}")
+    typer.echo(
+        f"Audit log verified: {report.sealed} sealed records, {report.unsealed} unsealed, "
+        f"{report.checkpoints} signed checkpoints"
+    )
+
+
+@audit_app.command("export")
+@friendly_errors
+def audit_export(
+    data_dir: DataDir = None,
+    output_format: Annotated[str, typer.Option("--format", help="jsonl")] = "jsonl",
+    user: Annotated[str | None, typer.Option(help="Only this user's records")] = None,
+    since: Annotated[datetime | None, typer.Option(help="From this time (UTC)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Until this time (UTC)")] = None,
+) -> None:
+    """Stream audit records, oldest first, one JSON object per line."""
+    if output_format != "jsonl":
+        _fail(f"unknown format {output_format!r}; the one format is jsonl")
+    sparekey = _open(data_dir)
+    try:
+        records = sparekey.audit.export(user_id=user, since=_utc(since), until=_utc(until))
+        for record in records:
+            line = {**asdict(record), "occurred_at": record.occurred_at.isoformat()}
+            typer.echo(json.dumps(line, separators=(",", ":")))
+    finally:
+        sparekey.close()
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def main() -> None:

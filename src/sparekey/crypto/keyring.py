@@ -5,7 +5,8 @@
     KEK (key file / HSM / KMS, never leaves its provider)
      └── wraps data keys, stored in the ``data_keys`` table, each with an id and a purpose:
           ├── "encryption": AES-256-GCM keys that seal factor secrets (the newest active one seals)
-          └── "mac":        HMAC-SHA-256 keys for keyed hashes of backup codes and API keys
+          ├── "mac":        HMAC-SHA-256 keys for keyed hashes (backup codes, API keys, audit)
+          └── "signing":    Ed25519 keys that sign audit checkpoints
 
 Every record names the key id that protects it, so keys can be rotated without rewriting history:
 new records use the newest key, old ones keep theirs until they are re-encrypted or used up.
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from sparekey.crypto.aead import KEY_SIZE, open_sealed, seal
 from sparekey.crypto.providers import KeyProvider
 
@@ -32,6 +35,7 @@ __all__ = ["KeyPurpose", "KeyStore", "Keyring", "StoredKey", "UnknownKeyError"]
 class KeyPurpose(StrEnum):
     ENCRYPTION = "encryption"
     MAC = "mac"
+    SIGNING = "signing"  # an Ed25519 private key (its 32-byte seed) that signs audit checkpoints
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,3 +145,16 @@ class Keyring:
 
     def mac_key_ids(self) -> list[int]:
         return sorted(k for k, (purpose, _) in self._keys.items() if purpose is KeyPurpose.MAC)
+
+    # -- signatures -----------------------------------------------------------------------------
+
+    def sign(self, data: bytes) -> tuple[int, bytes]:
+        """Ed25519 signature with the newest signing key; returns (key id, signature)."""
+        key_id = self._active_id(KeyPurpose.SIGNING)
+        private = Ed25519PrivateKey.from_private_bytes(self._key(key_id, KeyPurpose.SIGNING))
+        return key_id, private.sign(data)
+
+    def public_key(self, key_id: int) -> Ed25519PublicKey:
+        """The public half of any signing key, retired ones included."""
+        private = Ed25519PrivateKey.from_private_bytes(self._key(key_id, KeyPurpose.SIGNING))
+        return private.public_key()

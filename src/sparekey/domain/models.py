@@ -114,3 +114,31 @@ class VerifyResult:
 class BackupCodeSet:
     codes: list[str]
     created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caller:
+    """Who asked for a change, and the end user's context the application passed on."""
+
+    type: str  # "api_key", "operator", "system"
+    id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+SYSTEM = Caller(type="system")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord:
+    id: int
+    occurred_at: datetime
+    event: str
+    outcome: str
+    actor_type: str
+    actor_id: str | None
+    user_id: str | None
+    ip: str | None
+    user_agent: str | None
+    details: dict[str, object]
+    seq: int | None

@@ -17,9 +17,10 @@ from collections.abc import Iterable
 
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import ApiKeyNotFoundError, AuthenticationError, InvalidInputError
-from sparekey.domain.models import ApiKey, NewApiKey, Scope
+from sparekey.domain.models import SYSTEM, ApiKey, Caller, NewApiKey, Scope
 from sparekey.domain.ports import Clock
 from sparekey.services._ids import new_id
+from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.storage import api_keys as repo
 from sparekey.storage.api_keys import ApiKeyRecord
 from sparekey.storage.database import Database
@@ -32,8 +33,15 @@ _PREFIX = "sk"
 
 class ApiKeyService:
     def __init__(
-        self, *, db: Database, keyring: Keyring, clock: Clock, cache_seconds: float
+        self,
+        *,
+        db: Database,
+        keyring: Keyring,
+        clock: Clock,
+        cache_seconds: float,
+        auditor: Auditor,
     ) -> None:
+        self._auditor = auditor
         self._db = db
         self._keyring = keyring
         self._clock = clock
@@ -41,7 +49,7 @@ class ApiKeyService:
         self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
         self._lock = threading.Lock()
 
-    def create(self, *, name: str, scopes: Iterable[Scope]) -> NewApiKey:
+    def create(self, *, name: str, scopes: Iterable[Scope], caller: Caller = SYSTEM) -> NewApiKey:
         scope_set = frozenset(scopes)
         if not scope_set:
             raise InvalidInputError("an API key needs at least one scope", field="scope")
@@ -56,18 +64,22 @@ class ApiKeyService:
         )
         with self._db.write() as conn:
             repo.insert_api_key(conn, ApiKeyRecord(key=key, digest=digest, mac_key_id=mac_key_id))
+            details = {"key_id": key_id, "name": name, "scopes": sorted(s.value for s in scope_set)}
+            self._auditor.record(conn, AuditEntry(event="api_key.created", details=details), caller)
         return NewApiKey(key=key, token=f"{_PREFIX}_{key_id}_{secret}")
 
     def list(self) -> list[ApiKey]:
         with self._db.read() as conn:
             return [record.key for record in repo.list_api_keys(conn)]
 
-    def revoke(self, key_id: str) -> ApiKey:
+    def revoke(self, key_id: str, *, caller: Caller = SYSTEM) -> ApiKey:
         with self._db.write() as conn:
             record = repo.get_api_key(conn, key_id)
             if record is None:
                 raise ApiKeyNotFoundError(key_id)
-            repo.revoke_api_key(conn, key_id, now=self._clock.now())
+            if repo.revoke_api_key(conn, key_id, now=self._clock.now()):
+                entry = AuditEntry(event="api_key.revoked", details={"key_id": key_id})
+                self._auditor.record(conn, entry, caller)
         with self._lock:
             self._cache.pop(key_id, None)
         with self._db.read() as conn:

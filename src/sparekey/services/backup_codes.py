@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import UserNotFoundError
-from sparekey.domain.models import BackupCodeSet
+from sparekey.domain.models import SYSTEM, BackupCodeSet, Caller
 from sparekey.domain.ports import Clock
 from sparekey.protocols import backup_codes as codes
+from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.storage import backup_codes as repo
 from sparekey.storage import users as users_repo
 from sparekey.storage.database import Database, Unit
@@ -22,13 +23,16 @@ _LABEL = "backup-code"
 
 
 class BackupCodeService:
-    def __init__(self, *, db: Database, keyring: Keyring, clock: Clock, count: int) -> None:
+    def __init__(
+        self, *, db: Database, keyring: Keyring, clock: Clock, count: int, auditor: Auditor
+    ) -> None:
         self._db = db
         self._keyring = keyring
         self._clock = clock
         self._count = count
+        self._auditor = auditor
 
-    def regenerate(self, user_id: str) -> BackupCodeSet:
+    def regenerate(self, user_id: str, *, caller: Caller = SYSTEM) -> BackupCodeSet:
         """A new set, replacing the whole previous one. The codes are returned here only."""
         now = self._clock.now()
         fresh = sorted({codes.generate() for _ in range(self._count)})
@@ -43,6 +47,10 @@ class BackupCodeService:
             if not users_repo.user_exists(conn, user_id):
                 raise UserNotFoundError(user_id)
             repo.replace_codes(conn, user_id, digests=digests, mac_key_id=key_id, now=now)
+            entry = AuditEntry(
+                event="backup_codes.generated", user_id=user_id, details={"count": len(fresh)}
+            )
+            self._auditor.record(conn, entry, caller)
         return BackupCodeSet(codes=[codes.format_code(c) for c in fresh], created_at=now)
 
     def consume(self, unit: Unit, user_id: str, canonical: str) -> int | None:

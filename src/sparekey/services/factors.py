@@ -17,11 +17,12 @@ from sparekey.domain.errors import (
     NotFoundError,
     UserNotFoundError,
 )
-from sparekey.domain.models import Enrollment, Factor, FactorStatus, FactorType
+from sparekey.domain.models import SYSTEM, Caller, Enrollment, Factor, FactorStatus, FactorType
 from sparekey.domain.ports import Clock
 from sparekey.protocols.otpauth import OtpauthUri, OtpType
 from sparekey.protocols.rfc4226 import HashAlgorithm
 from sparekey.services._ids import new_id
+from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.otp import OtpPolicy, find_resync, match_code, open_secret, secret_aad
 from sparekey.storage import factors as repo
 from sparekey.storage import users as users_repo
@@ -43,6 +44,7 @@ class FactorService:
         policy: OtpPolicy,
         issuer: str,
         pending_ttl: timedelta,
+        auditor: Auditor,
     ) -> None:
         self._db = db
         self._keyring = keyring
@@ -50,6 +52,19 @@ class FactorService:
         self._policy = policy
         self._issuer = issuer
         self._pending_ttl = pending_ttl
+        self._auditor = auditor
+
+    def _audit(
+        self, conn: Connection, event: str, factor: Factor | str, user_id: str, caller: Caller
+    ) -> None:
+        details: dict[str, object]
+        if isinstance(factor, Factor):
+            details = {"factor_id": factor.id, "factor_type": factor.type.value}
+        else:
+            details = {"factor_id": factor}
+        self._auditor.record(
+            conn, AuditEntry(event=event, user_id=user_id, details=details), caller
+        )
 
     def enroll(
         self,
@@ -60,6 +75,7 @@ class FactorService:
         algorithm: HashAlgorithm = HashAlgorithm.SHA1,
         digits: int = 6,
         period: int = 30,
+        caller: Caller = SYSTEM,
     ) -> Enrollment:
         """Create a pending factor with a fresh seed as long as the hash's output (≥ 160 bits)."""
         now = self._clock.now()
@@ -96,6 +112,7 @@ class FactorService:
             repo.insert_factor(
                 conn, FactorRecord(factor=factor, secret=sealed, secret_key_id=key_id)
             )
+            self._audit(conn, "factor.enrolled", factor, user_id, caller)
         uri = OtpauthUri(
             type=OtpType(type.value),
             secret=secret,
@@ -108,7 +125,9 @@ class FactorService:
         )
         return Enrollment(factor=factor, secret=secret, otpauth_uri=uri.to_uri())
 
-    def confirm(self, user_id: str, factor_id: str, *, code: str) -> Factor:
+    def confirm(
+        self, user_id: str, factor_id: str, *, code: str, caller: Caller = SYSTEM
+    ) -> Factor:
         """Activate a pending factor with its first code; that code's step counts as used."""
         now = self._clock.now()
         record = self._get(user_id, factor_id)
@@ -126,11 +145,15 @@ class FactorService:
             activated = repo.advance_step(
                 conn, factor_id, step=match.step, drift=match.drift, now=now, activate=True
             )
+            if activated:
+                self._audit(conn, "factor.confirmed", record.factor, user_id, caller)
         if not activated:
             raise FactorStateError("this factor was confirmed or removed in the meantime")
         return self._get(user_id, factor_id).factor
 
-    def resync(self, user_id: str, factor_id: str, *, codes: tuple[str, str]) -> Factor:
+    def resync(
+        self, user_id: str, factor_id: str, *, codes: tuple[str, str], caller: Caller = SYSTEM
+    ) -> Factor:
         """Find where the user's device is from two consecutive codes and continue from there."""
         now = self._clock.now()
         record = self._get(user_id, factor_id)
@@ -151,6 +174,8 @@ class FactorService:
             advanced = repo.advance_step(
                 conn, factor_id, step=found.step, drift=found.drift, now=now
             )
+            if advanced:
+                self._audit(conn, "factor.resynced", record.factor, user_id, caller)
         if not advanced:
             raise CodeRejectedError("these codes were already used", field="codes")
         return self._get(user_id, factor_id).factor
@@ -164,16 +189,20 @@ class FactorService:
     def get(self, user_id: str, factor_id: str) -> Factor:
         return self._get(user_id, factor_id).factor
 
-    def rename(self, user_id: str, factor_id: str, *, label: str | None) -> Factor:
+    def rename(
+        self, user_id: str, factor_id: str, *, label: str | None, caller: Caller = SYSTEM
+    ) -> Factor:
         with self._db.write() as conn:
             if not repo.update_factor(conn, user_id, factor_id, label=label):
                 raise _missing(conn, user_id, factor_id)
+            self._audit(conn, "factor.renamed", factor_id, user_id, caller)
         return self._get(user_id, factor_id).factor
 
-    def delete(self, user_id: str, factor_id: str) -> None:
+    def delete(self, user_id: str, factor_id: str, *, caller: Caller = SYSTEM) -> None:
         with self._db.write() as conn:
             if not repo.delete_factor(conn, user_id, factor_id):
                 raise _missing(conn, user_id, factor_id)
+            self._audit(conn, "factor.removed", factor_id, user_id, caller)
 
     def _get(self, user_id: str, factor_id: str) -> FactorRecord:
         with self._db.read() as conn:

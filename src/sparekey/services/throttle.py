@@ -56,20 +56,23 @@ class Throttle:
         if not repo.record_success(unit.write(), user_id, now=now):
             raise ThrottledError(math.ceil(self.policy.base_delay_seconds))
 
-    def fail(self, unit: Unit, user_id: str, *, now: datetime) -> None:
-        """A wrong code: count it and lock or suspend as the policy says."""
+    def fail(self, unit: Unit, user_id: str, *, now: datetime) -> ThrottleState | None:
+        """A wrong code: count it, and lock or suspend as the policy says. Returns the new state
+        when this failure engaged the throttle (a lock or a suspension), None otherwise."""
         failures = repo.record_failure(unit.write(), user_id, now=now)
         if failures is None:  # a concurrent failure locked the user first
             raise ThrottledError(math.ceil(self.policy.base_delay_seconds))
         delay = self.policy.delay_after(failures)
         suspended = failures >= self.policy.suspend_after
-        if delay or suspended:
-            repo.lock(
-                unit,
-                user_id,
-                until=now + timedelta(seconds=delay) if delay else None,
-                suspended_at=now if suspended else None,
-            )
+        if not delay and not suspended:
+            return None
+        state = ThrottleState(
+            failures=failures,
+            locked_until=now + timedelta(seconds=delay) if delay else None,
+            suspended_at=now if suspended else None,
+        )
+        repo.lock(unit, user_id, until=state.locked_until, suspended_at=state.suspended_at)
+        return state
 
 
 def _seconds_until(moment: datetime, now: datetime) -> int:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from sparekey.domain.errors import InvalidInputError, UserExistsError, UserNotFoundError
-from sparekey.domain.models import User
+from sparekey.domain.models import SYSTEM, Caller, User
 from sparekey.domain.ports import Clock
+from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.storage import throttle as throttle_repo
 from sparekey.storage import users as repo
 from sparekey.storage.database import Database
@@ -38,11 +39,19 @@ def _decode_cursor(cursor: str) -> str:
 
 
 class UserService:
-    def __init__(self, *, db: Database, clock: Clock) -> None:
+    def __init__(self, *, db: Database, clock: Clock, auditor: Auditor) -> None:
         self._db = db
         self._clock = clock
+        self._auditor = auditor
 
-    def create(self, *, user_id: str, display_name: str | None, email: str | None) -> User:
+    def create(
+        self,
+        *,
+        user_id: str,
+        display_name: str | None,
+        email: str | None,
+        caller: Caller = SYSTEM,
+    ) -> User:
         now = self._clock.now()
         user = User(
             id=user_id, display_name=display_name, email=email, created_at=now, updated_at=now
@@ -52,6 +61,9 @@ class UserService:
                 if repo.user_exists(conn, user_id):
                     raise UserExistsError(user_id)
                 repo.insert_user(conn, user)
+                self._auditor.record(
+                    conn, AuditEntry(event="user.created", user_id=user_id), caller
+                )
         except IntegrityError:
             raise UserExistsError(user_id) from None
         return user
@@ -63,28 +75,36 @@ class UserService:
             raise UserNotFoundError(user_id)
         return user
 
-    def update(self, user_id: str, *, changes: dict[str, str | None]) -> User:
+    def update(
+        self, user_id: str, *, changes: dict[str, str | None], caller: Caller = SYSTEM
+    ) -> User:
         """Change the given fields (``display_name``, ``email``); others stay as they are."""
         allowed = {k: v for k, v in changes.items() if k in ("display_name", "email")}
         with self._db.write() as conn:
             if not repo.update_user(conn, user_id, now=self._clock.now(), **allowed):
                 raise UserNotFoundError(user_id)
+            entry = AuditEntry(
+                event="user.updated", user_id=user_id, details={"fields": sorted(allowed)}
+            )
+            self._auditor.record(conn, entry, caller)
             user = repo.get_user(conn, user_id)
         assert user is not None
         return user
 
-    def lift_throttle(self, user_id: str) -> User:
+    def lift_throttle(self, user_id: str, *, caller: Caller = SYSTEM) -> User:
         """An administrator lifts a lock or suspension of the user's guessable codes."""
         with self._db.write() as conn:
             if not throttle_repo.clear(conn, user_id):
                 raise UserNotFoundError(user_id)
+            self._auditor.record(conn, AuditEntry(event="throttle.lifted", user_id=user_id), caller)
         return self.get(user_id)
 
-    def delete(self, user_id: str) -> None:
-        """Delete the user with every factor and backup code they had."""
+    def delete(self, user_id: str, *, caller: Caller = SYSTEM) -> None:
+        """Delete the user with every factor and backup code they had (the audit trail stays)."""
         with self._db.write() as conn:
             if not repo.delete_user(conn, user_id):
                 raise UserNotFoundError(user_id)
+            self._auditor.record(conn, AuditEntry(event="user.deleted", user_id=user_id), caller)
 
     def search(self, *, query: str = "", cursor: str | None = None, limit: int = 50) -> UserPage:
         after = _decode_cursor(cursor) if cursor else None

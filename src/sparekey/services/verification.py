@@ -14,16 +14,17 @@ from datetime import datetime
 from sparekey.crypto.aead import DecryptionError
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import UserNotFoundError
-from sparekey.domain.models import VerifyResult
+from sparekey.domain.models import SYSTEM, Caller, ThrottleState, VerifyResult
 from sparekey.domain.ports import Clock
 from sparekey.protocols import backup_codes as backup_code_format
+from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.otp import Match, OtpPolicy, match_code, open_secret
 from sparekey.services.throttle import Throttle
 from sparekey.storage import factors as factors_repo
 from sparekey.storage import throttle as throttle_repo
 from sparekey.storage import users as users_repo
-from sparekey.storage.database import Database
+from sparekey.storage.database import Database, Unit
 from sparekey.storage.factors import OtpFactor
 
 __all__ = ["BACKUP_CODE", "VerificationService"]
@@ -44,6 +45,7 @@ class VerificationService:
         policy: OtpPolicy,
         backup_codes: BackupCodeService,
         throttle: Throttle,
+        auditor: Auditor,
     ) -> None:
         self._db = db
         self._keyring = keyring
@@ -51,25 +53,28 @@ class VerificationService:
         self._policy = policy
         self._backup_codes = backup_codes
         self._throttle = throttle
+        self._auditor = auditor
 
-    def verify(self, user_id: str, code: str) -> VerifyResult:
+    def verify(self, user_id: str, code: str, *, caller: Caller = SYSTEM) -> VerifyResult:
         text = code.strip()
-        if len(text) > _MAX_CODE_LENGTH:
-            return self._check_user(user_id, NOT_VERIFIED)
-        if text.isdigit() and text.isascii():
-            return self._verify_otp(user_id, text)
+        if text.isdigit() and text.isascii() and len(text) <= _MAX_CODE_LENGTH:
+            return self._verify_otp(user_id, text, caller)
         canonical = backup_code_format.normalize(text)
         if canonical is not None:
-            return self._verify_backup_code(user_id, canonical)
-        return self._check_user(user_id, NOT_VERIFIED)
-
-    def _check_user(self, user_id: str, result: VerifyResult) -> VerifyResult:
-        with self._db.read() as conn:
-            if not users_repo.user_exists(conn, user_id):
+            return self._verify_backup_code(user_id, canonical, caller)
+        with self._db.unit() as unit:
+            if not users_repo.user_exists(unit, user_id):
                 raise UserNotFoundError(user_id)
-        return result
+            self._failed(unit.write(), user_id, "unrecognised", caller)
+        return NOT_VERIFIED
 
-    def _verify_otp(self, user_id: str, code: str) -> VerifyResult:
+    def _failed(self, unit: Unit, user_id: str, kind: str, caller: Caller) -> None:
+        entry = AuditEntry(
+            event="verify.failed", outcome="failure", user_id=user_id, details={"kind": kind}
+        )
+        self._auditor.record(unit, entry, caller)
+
+    def _verify_otp(self, user_id: str, code: str, caller: Caller) -> VerifyResult:
         now = self._clock.now()
         with self._db.unit() as unit:
             state = factors_repo.verify_state(unit, user_id)
@@ -81,6 +86,9 @@ class VerificationService:
                     unit.write(), factor.id, step=found.step, drift=found.drift, now=now
                 ):
                     self._throttle.succeed(unit, user_id, now=now)
+                    details = {"factor_id": factor.id, "factor_type": factor.type.value}
+                    entry = AuditEntry(event="verify.succeeded", user_id=user_id, details=details)
+                    self._auditor.record(unit, entry, caller)
                     return VerifyResult(
                         verified=True,
                         factor_id=factor.id,
@@ -88,7 +96,10 @@ class VerificationService:
                         backup_codes_remaining=state.backup_codes_remaining,
                     )
             if state.factors:  # a wrong guess at a code that exists
-                self._throttle.fail(unit, user_id, now=now)
+                engaged = self._throttle.fail(unit, user_id, now=now)
+                if engaged is not None:
+                    self._auditor.record(unit, _throttle_entry(user_id, engaged), caller)
+            self._failed(unit.write(), user_id, "otp", caller)
         return NOT_VERIFIED
 
     def _matches(
@@ -108,15 +119,26 @@ class VerificationService:
                 matches.append((factor, found))
         return matches
 
-    def _verify_backup_code(self, user_id: str, canonical: str) -> VerifyResult:
+    def _verify_backup_code(self, user_id: str, canonical: str, caller: Caller) -> VerifyResult:
         with self._db.unit() as unit:
             if not users_repo.user_exists(unit, user_id):
                 raise UserNotFoundError(user_id)
             remaining = self._backup_codes.consume(unit, user_id, canonical)
-            if remaining is not None:  # a non-guessable success lifts the throttle
-                throttle_repo.clear(unit, user_id)
-        if remaining is None:
-            return NOT_VERIFIED
+            if remaining is None:
+                self._failed(unit.write(), user_id, "backup_code", caller)
+                return NOT_VERIFIED
+            throttle_repo.clear(unit, user_id)  # a non-guessable success lifts the throttle
+            entry = AuditEntry(
+                event="backup_code.used", user_id=user_id, details={"remaining": remaining}
+            )
+            self._auditor.record(unit, entry, caller)
         return VerifyResult(
             verified=True, factor_type=BACKUP_CODE, backup_codes_remaining=remaining
         )
+
+
+def _throttle_entry(user_id: str, state: ThrottleState) -> AuditEntry:
+    until = state.locked_until.isoformat() if state.locked_until else None
+    details = {"failures": state.failures, "locked_until": until}
+    details["suspended"] = state.suspended_at is not None
+    return AuditEntry(event="throttle.engaged", outcome="failure", user_id=user_id, details=details)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     TypeDecorator,
     text,
 )
@@ -123,4 +124,51 @@ api_keys = Table(
     Column("mac_key_id", Integer, ForeignKey("data_keys.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
+)
+
+# BIGINT everywhere but SQLite, where only INTEGER PRIMARY KEY is the auto-incrementing rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("actor_type", String(16), nullable=False),
+    Column("actor_id", String(64)),
+    Column("details", Text, nullable=False),
+    # Personal data: erasable. The chain covers their keyed digest, not the values.
+    Column("user_id", String(128)),
+    Column("ip", String(64)),
+    Column("user_agent", String(400)),
+    Column("personal_digest", LargeBinary(32), nullable=False),
+    # A keyed MAC of the whole record (personal fields by their digest), made when it is written.
+    Column("record_mac", LargeBinary(32), nullable=False),
+    Column("mac_key_id", Integer, ForeignKey("data_keys.id"), nullable=False),
+    # Set by the sealer: the position in the hash chain and the chain's digest up to here.
+    Column("seq", BigInteger, unique=True),
+    Column("chain_digest", LargeBinary(32)),
+    Index(None, "user_id", "id"),
+    Index(None, "occurred_at"),
+)
+
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_digest", LargeBinary(32), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("chain_digest", LargeBinary(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("signing_key_id", Integer, ForeignKey("data_keys.id"), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
 )

@@ -7,7 +7,7 @@ import io
 import segno
 from fastapi import APIRouter, Depends, Response, status
 
-from sparekey.api.deps import App, require
+from sparekey.api.deps import App, ManageKey, caller_of, require
 from sparekey.api.schemas import (
     BackupCodesOut,
     CodeBody,
@@ -36,7 +36,9 @@ def _qr_svg(qr: segno.QRCode) -> str:
 
 
 @router.post("/factors", status_code=status.HTTP_201_CREATED, response_model=EnrollmentOut)
-def enroll_factor(user_id: UserIdPath, body: FactorCreate, app: App) -> EnrollmentOut:
+def enroll_factor(
+    user_id: UserIdPath, body: FactorCreate, app: App, key: ManageKey
+) -> EnrollmentOut:
     enrollment = app.factors.enroll(
         user_id,
         type=FactorType(body.type),
@@ -44,6 +46,7 @@ def enroll_factor(user_id: UserIdPath, body: FactorCreate, app: App) -> Enrollme
         algorithm=HashAlgorithm(body.algorithm),
         digits=body.digits,
         period=body.period,
+        caller=caller_of(key, body.context),
     )
     qr = segno.make(enrollment.otpauth_uri, error="m")
     return EnrollmentOut(
@@ -67,35 +70,42 @@ def get_factor(user_id: UserIdPath, factor_id: FactorIdPath, app: App) -> Factor
 
 @router.patch("/factors/{factor_id}", response_model=FactorOut)
 def rename_factor(
-    user_id: UserIdPath, factor_id: FactorIdPath, body: FactorPatch, app: App
+    user_id: UserIdPath, factor_id: FactorIdPath, body: FactorPatch, app: App, key: ManageKey
 ) -> FactorOut:
-    return FactorOut.of(app.factors.rename(user_id, factor_id, label=body.label))
+    caller = caller_of(key, body.context)
+    return FactorOut.of(app.factors.rename(user_id, factor_id, label=body.label, caller=caller))
 
 
 @router.delete(
     "/factors/{factor_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
 )
-def delete_factor(user_id: UserIdPath, factor_id: FactorIdPath, app: App) -> Response:
-    app.factors.delete(user_id, factor_id)
+def delete_factor(
+    user_id: UserIdPath, factor_id: FactorIdPath, app: App, key: ManageKey
+) -> Response:
+    app.factors.delete(user_id, factor_id, caller=caller_of(key, None))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/factors/{factor_id}/confirm", response_model=FactorOut)
 def confirm_factor(
-    user_id: UserIdPath, factor_id: FactorIdPath, body: CodeBody, app: App
+    user_id: UserIdPath, factor_id: FactorIdPath, body: CodeBody, app: App, key: ManageKey
 ) -> FactorOut:
-    return FactorOut.of(app.factors.confirm(user_id, factor_id, code=body.code))
+    caller = caller_of(key, body.context)
+    return FactorOut.of(app.factors.confirm(user_id, factor_id, code=body.code, caller=caller))
 
 
 @router.post("/factors/{factor_id}/resync", response_model=FactorOut)
 def resync_factor(
-    user_id: UserIdPath, factor_id: FactorIdPath, body: ResyncBody, app: App
+    user_id: UserIdPath, factor_id: FactorIdPath, body: ResyncBody, app: App, key: ManageKey
 ) -> FactorOut:
     first, second = body.codes
-    return FactorOut.of(app.factors.resync(user_id, factor_id, codes=(first, second)))
+    caller = caller_of(key, body.context)
+    return FactorOut.of(
+        app.factors.resync(user_id, factor_id, codes=(first, second), caller=caller)
+    )
 
 
 @router.post("/backup-codes", status_code=status.HTTP_201_CREATED, response_model=BackupCodesOut)
-def regenerate_backup_codes(user_id: UserIdPath, app: App) -> BackupCodesOut:
-    new_set = app.backup_codes.regenerate(user_id)
+def regenerate_backup_codes(user_id: UserIdPath, app: App, key: ManageKey) -> BackupCodesOut:
+    new_set = app.backup_codes.regenerate(user_id, caller=caller_of(key, None))
     return BackupCodesOut(codes=new_set.codes, created_at=new_set.created_at)

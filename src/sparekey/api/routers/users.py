@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from sparekey.api.deps import App, require
+from sparekey.api.deps import AdminKey, App, ManageKey, caller_of, require
 from sparekey.api.schemas import SafeText, UserCreate, UserIdPath, UserList, UserOut, UserPatch
 from sparekey.domain.models import Scope
 
@@ -16,10 +16,14 @@ router = APIRouter(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-def create_user(body: UserCreate, app: App) -> UserOut:
-    return UserOut.of(
-        app.users.create(user_id=body.id, display_name=body.display_name, email=body.email)
+def create_user(body: UserCreate, app: App, key: ManageKey) -> UserOut:
+    user = app.users.create(
+        user_id=body.id,
+        display_name=body.display_name,
+        email=body.email,
+        caller=caller_of(key, body.context),
     )
+    return UserOut.of(user)
 
 
 @router.get("", response_model=UserList)
@@ -41,22 +45,19 @@ def get_user(user_id: UserIdPath, app: App) -> UserOut:
 
 
 @router.patch("/{user_id}", response_model=UserOut)
-def update_user(user_id: UserIdPath, body: UserPatch, app: App) -> UserOut:
-    changes = {name: getattr(body, name) for name in body.model_fields_set}
-    return UserOut.of(app.users.update(user_id, changes=changes))
+def update_user(user_id: UserIdPath, body: UserPatch, app: App, key: ManageKey) -> UserOut:
+    changes = {name: getattr(body, name) for name in body.model_fields_set if name != "context"}
+    caller = caller_of(key, body.context)
+    return UserOut.of(app.users.update(user_id, changes=changes, caller=caller))
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_user(user_id: UserIdPath, app: App) -> Response:
-    app.users.delete(user_id)
+def delete_user(user_id: UserIdPath, app: App, key: ManageKey) -> Response:
+    app.users.delete(user_id, caller=caller_of(key, None))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(
-    "/{user_id}/throttle/reset",
-    response_model=UserOut,
-    dependencies=[Depends(require(Scope.ADMIN))],
-)
-def lift_throttle(user_id: UserIdPath, app: App) -> UserOut:
+@router.post("/{user_id}/throttle/reset", response_model=UserOut)
+def lift_throttle(user_id: UserIdPath, app: App, key: AdminKey) -> UserOut:
     """Lift a lock or suspension of the user's authenticator codes (admin scope)."""
-    return UserOut.of(app.users.lift_throttle(user_id))
+    return UserOut.of(app.users.lift_throttle(user_id, caller=caller_of(key, None)))

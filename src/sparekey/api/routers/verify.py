@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
-from sparekey.api.deps import BEARER_SECURITY, authorize, bearer_token
+from sparekey.api.deps import BEARER_SECURITY, authorize, bearer_token, caller_of
 from sparekey.api.metrics import Metrics
 from sparekey.api.schemas import USER_ID_PATTERN, CodeBody, UserIdPath, VerifyOut
 from sparekey.domain.models import Scope, VerifyResult
@@ -74,12 +74,13 @@ async def handle(request: Request, user_id: str) -> Response:
     started = time.perf_counter()
     app: Sparekey = request.app.state.sparekey
     check_user_id(user_id)
-    authorize(app, bearer_token(request), Scope.VERIFY)
+    key = authorize(app, bearer_token(request), Scope.VERIFY)
     body = read_body(await request.body())
+    caller = caller_of(key, body.context)
     if app.db.is_sqlite:  # CPU-bound in this process: a thread hop would only add to it
-        result = app.verification.verify(user_id, body.code)
+        result = app.verification.verify(user_id, body.code, caller=caller)
     else:  # waits on the network: let other requests run meanwhile
-        result = await run_in_threadpool(app.verification.verify, user_id, body.code)
+        result = await run_in_threadpool(app.verification.verify, user_id, body.code, caller=caller)
     metrics: Metrics = request.app.state.metrics
     metrics.count_verification(result, seconds=time.perf_counter() - started)
     return render(result)
