@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -144,3 +145,24 @@ def test_serve_initializes_prints_where_and_answers(tmp_path: Path) -> None:
     assert f"http://localhost:{port}" in stderr
     assert f"http://localhost:{port}/docs" in stderr
     assert process.returncode == 0
+
+
+def test_audit_verify_and_export(tmp_path: Path) -> None:
+    import sqlite3
+
+    data = tmp_path / "data"
+    run("init", data_dir=data)
+    run("apikey", "create", "app", "--scope", "verify", data_dir=data)
+    verified = run("audit", "verify", data_dir=data)
+    assert verified.returncode == 0, verified.stderr
+    assert "2 sealed records" in verified.stdout
+    exported = run("audit", "export", "--format", "jsonl", data_dir=data)
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [line["event"] for line in lines] == ["api_key.created", "api_key.created"]
+
+    with sqlite3.connect(data / "sparekey.db") as db:
+        db.execute("UPDATE audit_events SET details = '{}' WHERE id = 2")
+    tampered = run("audit", "verify", data_dir=data)
+    assert tampered.returncode == 1
+    assert "record 2 (seq 2)" in tampered.stderr
+    assert tampered.stderr.strip().count("\n") == 0
