@@ -17,6 +17,7 @@ from sparekey.services.audit import Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.factors import FactorService
 from sparekey.services.otp import OtpPolicy
+from sparekey.services.ratelimit import Limit, RequestGuard, build_rate_limiter
 from sparekey.services.throttle import Throttle, ThrottlePolicy
 from sparekey.services.users import UserService
 from sparekey.services.verification import VerificationService
@@ -41,6 +42,12 @@ class Sparekey:
             resync_window=settings.resync_window,
         )
         self.audit = Auditor(db=db, keyring=keyring, clock=clock)
+        self.guard = RequestGuard(
+            build_rate_limiter(settings.redis_url or None),
+            clock=clock,
+            per_api_key=_limit(settings.rate_limit_key_requests, settings.rate_limit_key_seconds),
+            per_ip=_limit(settings.rate_limit_ip_requests, settings.rate_limit_ip_seconds),
+        )
         self.users = UserService(db=db, clock=clock, auditor=self.audit)
         self.factors = FactorService(
             db=db,
@@ -94,6 +101,10 @@ class Sparekey:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def _limit(requests: int, seconds: float) -> Limit | None:
+    return Limit(requests=requests, per_seconds=seconds) if requests else None
 
 
 def _load_provider(settings: Settings) -> KeyProvider:

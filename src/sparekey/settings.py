@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     throttle_base_delay_seconds: float = Field(default=1.0, gt=0, le=60)
     throttle_max_delay_seconds: float = Field(default=900.0, ge=1, le=86_400)
     throttle_suspend_after: int = Field(default=100, ge=10, le=100, description="NIST: at most 100")
+    redis_url: str = Field(default="", description="shares request limits between nodes")
+    rate_limit_key_requests: int = Field(default=10_000, ge=0, description="0: no limit")
+    rate_limit_key_seconds: float = Field(default=1.0, gt=0)
+    rate_limit_ip_requests: int = Field(default=120, ge=0, description="0: no limit")
+    rate_limit_ip_seconds: float = Field(default=60.0, gt=0)
     audit_seal_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -68,6 +68,7 @@ def authorize(app: Sparekey, token: str | None, scope: Scope) -> ApiKey:
     if not token:
         raise AuthenticationError("send an API key as `Authorization: Bearer sk_...`")
     key = app.api_keys.authenticate(token)
+    app.guard.api_key(key.id)
     if not key.allows(scope):
         raise PermissionDeniedError(f"this API key lacks the {scope.value!r} scope")
     return key

@@ -102,6 +102,13 @@ _TYPES = [
         "suspension.",
     ),
     ProblemType(
+        "rate-limited",
+        429,
+        "Too many requests",
+        "This API key, or the end user's IP address, sent more requests than the service allows; "
+        "retry after the seconds in `Retry-After`.",
+    ),
+    ProblemType(
         "unavailable",
         503,
         "Temporarily unavailable",
@@ -160,6 +167,7 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.CodeRejectedError, "code-rejected"),
     (errors.FactorsSuspendedError, "factors-suspended"),
     (errors.ThrottledError, "too-many-attempts"),
+    (errors.RateLimitedError, "rate-limited"),
     (errors.InvalidInputError, "invalid-input"),
     (errors.AuthenticationError, "unauthorized"),
     (errors.PermissionDeniedError, "forbidden"),
@@ -170,7 +178,7 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
 def to_problem(error: errors.SparekeyError) -> JSONResponse:
     slug = next((s for cls, s in _ERROR_SLUGS if isinstance(error, cls)), "internal-error")
     headers = {"WWW-Authenticate": "Bearer"} if slug == "unauthorized" else None
-    if isinstance(error, errors.ThrottledError) and error.retry_after:
+    if isinstance(error, errors.ThrottledError | errors.RateLimitedError) and error.retry_after:
         headers = {"Retry-After": str(error.retry_after)}
     field_errors = None
     if isinstance(error, errors.InvalidInputError) and error.field:

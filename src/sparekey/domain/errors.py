@@ -15,12 +15,15 @@
      │    └── CodeRejectedError         (a confirmation or resync code that did not match)
      ├── ThrottledError                 (guessable codes locked for a while; carries retry_after)
      │    └── FactorsSuspendedError     (guessable codes off until a non-guessable success)
+     ├── RateLimitedError               (too many requests from one IP or API key)
      └── AuthError
           ├── AuthenticationError       (no or unknown credential)
           └── PermissionDeniedError     (known credential, missing scope)
 """
 
 from __future__ import annotations
+
+import math
 
 
 class SparekeyError(Exception):
@@ -97,6 +100,12 @@ class FactorsSuspendedError(ThrottledError):
             "sign in with a backup code or a security key, or ask an administrator",
         )
         self.retry_after = 0
+
+
+class RateLimitedError(SparekeyError):
+    def __init__(self, what: str, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(f"too many requests from this {what}; retry in {self.retry_after} s")
 
 
 class AuthError(SparekeyError):

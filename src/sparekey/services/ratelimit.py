@@ -44,12 +44,16 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sparekey.domain.errors import RateLimitedError
+from sparekey.domain.ports import Clock
+
 __all__ = [
     "Decision",
     "InProcessRateLimiter",
     "Limit",
     "RateLimiter",
     "RedisRateLimiter",
+    "RequestGuard",
     "build_rate_limiter",
 ]
 
@@ -218,3 +222,36 @@ def _micros(now: datetime) -> int:
 
 def _refused(wait_us: int) -> Decision:
     return Decision(allowed=False, retry_after=wait_us / 1_000_000)
+
+
+class RequestGuard:
+    """The service's own limits: requests per API key, and verifications per end-user IP.
+
+    Either limit may be None (off). Refusals raise :class:`RateLimitedError` (HTTP 429).
+    """
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        clock: Clock,
+        per_api_key: Limit | None,
+        per_ip: Limit | None,
+    ) -> None:
+        self._limiter = limiter
+        self._clock = clock
+        self._per_api_key = per_api_key
+        self._per_ip = per_ip
+
+    def api_key(self, key_id: str) -> None:
+        if self._per_api_key is not None:
+            self._check(f"key:{key_id}", self._per_api_key, "API key")
+
+    def ip(self, ip: str | None) -> None:
+        if ip is not None and self._per_ip is not None:
+            self._check(f"ip:{ip}", self._per_ip, "IP address")
+
+    def _check(self, key: str, limit: Limit, what: str) -> None:
+        decision = self._limiter.hit(key, limit, now=self._clock.now())
+        if not decision.allowed:
+            raise RateLimitedError(what, decision.retry_after)

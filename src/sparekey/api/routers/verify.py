@@ -77,6 +77,7 @@ async def handle(request: Request, user_id: str) -> Response:
     key = authorize(app, bearer_token(request), Scope.VERIFY)
     body = read_body(await request.body())
     caller = caller_of(key, body.context)
+    app.guard.ip(caller.ip)
     if app.db.is_sqlite:  # CPU-bound in this process: a thread hop would only add to it
         result = app.verification.verify(user_id, body.code, caller=caller)
     else:  # waits on the network: let other requests run meanwhile
