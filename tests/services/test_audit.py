@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, text
 
-from sparekey.domain.errors import UserExistsError
+from sparekey.domain.errors import ConflictError, UserExistsError
 from sparekey.domain.models import Caller, FactorType
 from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32encode
@@ -182,3 +182,45 @@ def test_a_rebuilt_chain_fails_its_signed_checkpoint(
     report = sparekey.audit.verify()
     assert not report.ok
     assert "checkpoint at 9" in str(report.problem)
+
+
+def test_erasing_a_deleted_users_personal_data_keeps_the_chain_verifiable(
+    sparekey: Sparekey, clock: FixedClock
+) -> None:
+    populate(sparekey, clock)
+    sparekey.audit.seal_all()
+    with pytest.raises(ConflictError):
+        sparekey.audit.erase_user("alice", caller=APP)
+    sparekey.users.delete("alice", caller=APP)
+    assert sparekey.audit.erase_user("alice", caller=APP) == 8
+    assert events(sparekey, user_id="alice") == []
+    others = ("user.created", "user.erased", "api_key.created")
+    alices = [r for r in sparekey.audit.export() if r.event not in others]
+    assert len(alices) == 7
+    assert all((r.user_id, r.ip, r.user_agent) == (None, None, None) for r in alices)
+    assert sparekey.audit.verify().ok
+    sparekey.audit.seal_all()
+    assert sparekey.audit.verify().ok
+
+
+def test_pruning_leaves_a_chain_anchored_by_a_checkpoint(
+    sparekey: Sparekey, clock: FixedClock, settings: Settings
+) -> None:
+    populate(sparekey, clock)
+    sparekey.audit.seal_all()
+    clock.advance(3600)
+    cutoff = clock.now()
+    sparekey.users.create(user_id="carol", display_name=None, email=None, caller=APP)
+    sparekey.audit.seal_all()
+    result = sparekey.audit.prune(before=cutoff)
+    assert result.deleted == 9
+    assert result.anchor_seq == 9
+    assert events(sparekey) == ["user.created"]
+    report = sparekey.audit.verify()
+    assert report.ok, report.problem
+    assert report.sealed == 1
+
+    raw(settings, "DELETE FROM audit_checkpoints WHERE seq = 9")
+    broken = sparekey.audit.verify()
+    assert not broken.ok
+    assert "no signed checkpoint anchors the start" in str(broken.problem)

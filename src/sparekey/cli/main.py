@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sparekey.crypto.providers import KeyFileError
 from sparekey.domain.errors import SparekeyError
-from sparekey.domain.models import Scope
+from sparekey.domain.models import AuditRecord, Caller, Scope
 from sparekey.runtime import InitResult, Sparekey, initialize
 from sparekey.services.audit import Sealer
 from sparekey.settings import Settings, SettingsError, load_settings
@@ -35,6 +35,9 @@ apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_he
 app.add_typer(apikey_app, name="apikey")
 audit_app = typer.Typer(help="Seal, verify and export the audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+users_app = typer.Typer(help="Personal data of users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+OPERATOR = Caller(type="operator", id="cli")
 
 DataDir = Annotated[
     Path | None,
@@ -149,7 +152,7 @@ def apikey_create(
     """Create an API key. The key is printed once, alone on the last line."""
     sparekey = _open(data_dir)
     try:
-        created = sparekey.api_keys.create(name=name, scopes=scope)
+        created = sparekey.api_keys.create(name=name, scopes=scope, caller=OPERATOR)
     finally:
         sparekey.close()
     scopes = ",".join(sorted(s.value for s in created.key.scopes))
@@ -183,10 +186,25 @@ def apikey_revoke(
     """Revoke an API key; it stops working at once on this node, within seconds on others."""
     sparekey = _open(data_dir)
     try:
-        key = sparekey.api_keys.revoke(key_id)
+        key = sparekey.api_keys.revoke(key_id, caller=OPERATOR)
     finally:
         sparekey.close()
     typer.echo(f"Revoked API key {key.id} ({key.name})", err=True)
+
+
+@users_app.command("erase")
+@friendly_errors
+def users_erase(
+    user_id: Annotated[str, typer.Argument(help="A deleted user's id")],
+    data_dir: DataDir = None,
+) -> None:
+    """Blank a deleted user's id, IP and user agent in the audit log (the chain still verifies)."""
+    sparekey = _open(data_dir)
+    try:
+        erased = sparekey.audit.erase_user(user_id, caller=OPERATOR)
+    finally:
+        sparekey.close()
+    typer.echo(f"Erased personal data from {erased} audit records", err=True)
 
 
 @audit_app.command("seal")
@@ -239,10 +257,40 @@ def audit_export(
     try:
         records = sparekey.audit.export(user_id=user, since=_utc(since), until=_utc(until))
         for record in records:
-            line = {**asdict(record), "occurred_at": record.occurred_at.isoformat()}
-            typer.echo(json.dumps(line, separators=(",", ":")))
+            typer.echo(_jsonl(record))
     finally:
         sparekey.close()
+
+
+@audit_app.command("prune")
+@friendly_errors
+def audit_prune(
+    before: Annotated[datetime, typer.Option(help="Delete sealed records older than this (UTC)")],
+    archive: Annotated[
+        Path | None, typer.Option(help="Write the records to this JSONL file first")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Archive and delete old records in batches; a signed checkpoint anchors what remains."""
+    cutoff = _utc(before)
+    assert cutoff is not None
+    sparekey = _open(data_dir)
+    try:
+        if archive is not None:
+            with archive.open("x", encoding="utf-8") as out:
+                for record in sparekey.audit.export(until=cutoff):
+                    if record.seq is not None:
+                        out.write(_jsonl(record) + "\n")
+        result = sparekey.audit.prune(before=cutoff)
+    finally:
+        sparekey.close()
+    anchor = f"; the chain now starts after seq {result.anchor_seq}" if result.anchor_seq else ""
+    typer.echo(f"Pruned {result.deleted} audit records{anchor}", err=True)
+
+
+def _jsonl(record: AuditRecord) -> str:
+    line = {**asdict(record), "occurred_at": record.occurred_at.isoformat()}
+    return json.dumps(line, separators=(",", ":"))
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -33,14 +33,24 @@ from cryptography.exceptions import InvalidSignature
 from sqlalchemy import Connection
 
 from sparekey.crypto.keyring import Keyring
+from sparekey.domain.errors import ConflictError
 from sparekey.domain.models import AuditRecord, Caller
 from sparekey.domain.ports import Clock
 from sparekey.storage import audit as repo
+from sparekey.storage import users as users_repo
 from sparekey.storage.audit import Checkpoint, StoredEvent
 from sparekey.storage.database import Database
 from sparekey.storage.prepared import Unit
 
-__all__ = ["AuditEntry", "AuditPage", "Auditor", "ChainReport", "SealResult", "Sealer"]
+__all__ = [
+    "AuditEntry",
+    "AuditPage",
+    "Auditor",
+    "ChainReport",
+    "PruneResult",
+    "SealResult",
+    "Sealer",
+]
 
 log = logging.getLogger("sparekey.audit")
 
@@ -63,6 +73,12 @@ class AuditEntry:
 class SealResult:
     sealed: int
     last_seq: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneResult:
+    deleted: int
+    anchor_seq: int | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +207,35 @@ class Auditor:
             total += sealed
         return total
 
+    def erase_user(self, user_id: str, *, caller: Caller) -> int:
+        """Blank a deleted user's personal fields in the audit log; the chain still verifies."""
+        with self._db.write() as conn:
+            if users_repo.user_exists(conn, user_id):
+                raise ConflictError("delete the user before erasing their personal data")
+            erased = repo.erase_personal(conn, user_id)
+            entry = AuditEntry(event="user.erased", details={"records": erased})
+            self.record(conn, entry, caller)
+        return erased
+
+    def prune(self, *, before: datetime, batch: int = 10_000) -> PruneResult:
+        """Delete sealed records older than ``before`` in batches, up to a signed checkpoint that
+        anchors what remains (archive them first with :meth:`export`)."""
+        self.seal_all()
+        with self._db.read() as conn:
+            anchor = repo.prunable_checkpoint(conn, before=before)
+        if anchor is None:
+            return PruneResult(deleted=0, anchor_seq=None)
+        deleted = 0
+        while True:
+            with self._db.write() as conn:
+                removed = repo.delete_sealed_through(conn, anchor, batch=batch)
+            deleted += removed
+            if removed < batch:
+                break
+        with self._db.write() as conn:
+            repo.delete_checkpoints_before(conn, anchor)
+        return PruneResult(deleted=deleted, anchor_seq=anchor)
+
     # -- checking -------------------------------------------------------------------------------
 
     def _record_problem(self, event: StoredEvent) -> str | None:
@@ -227,18 +272,33 @@ class Auditor:
             last_seq, last_digest = repo.chain_state(conn, lock=False)
             checkpoints = {c.seq: c for c in repo.checkpoints(conn)}
             expected, previous = 1, _GENESIS
+            first = repo.first_sealed_seq(conn)
+            if first is not None and first > 1:  # pruned: a signed checkpoint anchors the start
+                anchor = checkpoints.get(first - 1)
+                if anchor is None or not self._checkpoint_holds(anchor, anchor.chain_digest):
+                    return ChainReport(
+                        ok=False,
+                        sealed=0,
+                        unsealed=0,
+                        checkpoints=len(checkpoints),
+                        problem=f"records before seq {first} are gone and no signed checkpoint "
+                        "anchors the start",
+                    )
+                expected, previous = first, anchor.chain_digest
+
+            start = expected
 
             def bad(event: StoredEvent | None, problem: str) -> ChainReport:
                 return ChainReport(
                     ok=False,
-                    sealed=expected - 1,
+                    sealed=expected - start,
                     unsealed=0,
                     checkpoints=len(checkpoints),
                     problem=problem,
                     bad_record_id=event.id if event else None,
                 )
 
-            for event in repo.sealed_events(conn, after_seq=0):
+            for event in repo.sealed_events(conn, after_seq=expected - 1):
                 where = f"record {event.id} (seq {event.seq})"
                 if event.seq != expected:
                     return bad(event, f"{where}: seq {expected} is missing before it (deleted?)")
@@ -259,6 +319,7 @@ class Auditor:
                 return bad(None, f"the chain ends at seq {count} but was sealed to seq {last_seq}")
             if beyond := [s for s in checkpoints if s > count]:
                 return bad(None, f"records after seq {count} are gone (checkpoint at {beyond[0]})")
+            count = expected - start
             unsealed = 0
             for event in self._unsealed(conn):
                 unsealed += 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
 from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.tables import audit_chain, audit_checkpoints, audit_events
@@ -17,8 +17,13 @@ __all__ = [
     "StoredEvent",
     "chain_state",
     "checkpoints",
+    "delete_checkpoints_before",
+    "delete_sealed_through",
+    "erase_personal",
+    "first_sealed_seq",
     "insert_checkpoint",
     "insert_event",
+    "prunable_checkpoint",
     "query_events",
     "seal_events",
     "sealed_events",
@@ -184,3 +189,48 @@ def query_events(
         past = audit_events.c.id > after_id if oldest_first else audit_events.c.id < after_id
         stmt = stmt.where(past)
     return [_event(row) for row in conn.execute(stmt)]
+
+
+def erase_personal(conn: Connection, user_id: str) -> int:
+    """Blank the personal fields of the user's records; their keyed digest stays in the chain."""
+    result = conn.execute(
+        update(audit_events)
+        .where(audit_events.c.user_id == user_id)
+        .values(user_id=None, ip=None, user_agent=None)
+    )
+    return result.rowcount
+
+
+def first_sealed_seq(conn: Connection) -> int | None:
+    return conn.execute(select(func.min(audit_events.c.seq))).scalar_one_or_none()
+
+
+def prunable_checkpoint(conn: Connection, *, before: datetime) -> int | None:
+    """The newest checkpoint whose records all occurred before ``before``."""
+    newest_old = select(func.max(audit_events.c.seq)).where(audit_events.c.occurred_at < before)
+    first_new = select(func.min(audit_events.c.seq)).where(audit_events.c.occurred_at >= before)
+    limit = conn.execute(first_new).scalar_one_or_none()
+    ceiling = conn.execute(newest_old).scalar_one_or_none()
+    if ceiling is None:
+        return None
+    if limit is not None:
+        ceiling = min(ceiling, limit - 1)
+    stmt = select(func.max(audit_checkpoints.c.seq)).where(audit_checkpoints.c.seq <= ceiling)
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def delete_sealed_through(conn: Connection, seq: int, *, batch: int) -> int:
+    """Delete up to ``batch`` of the oldest sealed records with a seq at most ``seq``."""
+    oldest = (
+        select(audit_events.c.id)
+        .where(audit_events.c.seq <= seq)
+        .order_by(audit_events.c.seq)
+        .limit(batch)
+        .scalar_subquery()
+    )
+    return conn.execute(delete(audit_events).where(audit_events.c.id.in_(oldest))).rowcount
+
+
+def delete_checkpoints_before(conn: Connection, seq: int) -> int:
+    stmt = delete(audit_checkpoints).where(audit_checkpoints.c.seq < seq)
+    return conn.execute(stmt).rowcount
