@@ -97,11 +97,11 @@ class AuditPage:
     next_cursor: int | None
 
 
-def _personal_bytes(user_id: str | None, ip: str | None, user_agent: str | None) -> bytes:
+def personal_bytes(user_id: str | None, ip: str | None, user_agent: str | None) -> bytes:
     return json.dumps([user_id, ip, user_agent]).encode()
 
 
-def _record_bytes(
+def record_bytes(
     *,
     occurred_at: datetime,
     event: str,
@@ -139,12 +139,12 @@ class Auditor:
         now = self._clock.now()
         details = json.dumps(dict(entry.details), sort_keys=True, separators=(",", ":"))
         key_id, personal = self._keyring.mac(
-            _PERSONAL, _personal_bytes(entry.user_id, caller.ip, caller.user_agent)
+            _PERSONAL, personal_bytes(entry.user_id, caller.ip, caller.user_agent)
         )
         record_mac = self._keyring.mac_with(
             key_id,
             _RECORD,
-            _record_bytes(
+            record_bytes(
                 occurred_at=now,
                 event=entry.event,
                 outcome=entry.outcome,
@@ -244,14 +244,14 @@ class Auditor:
             personal = self._keyring.mac_with(
                 event.mac_key_id,
                 _PERSONAL,
-                _personal_bytes(event.user_id, event.ip, event.user_agent),
+                personal_bytes(event.user_id, event.ip, event.user_agent),
             )
             if not hmac.compare_digest(personal, event.personal_digest):
                 return "its user, IP or user agent was changed"
         expected = self._keyring.mac_with(
             event.mac_key_id,
             _RECORD,
-            _record_bytes(
+            record_bytes(
                 occurred_at=event.occurred_at,
                 event=event.event,
                 outcome=event.outcome,
