@@ -224,3 +224,12 @@ def test_pruning_leaves_a_chain_anchored_by_a_checkpoint(
     broken = sparekey.audit.verify()
     assert not broken.ok
     assert "no signed checkpoint anchors the start" in str(broken.problem)
+
+
+def test_running_low_on_backup_codes_is_recorded(sparekey: Sparekey) -> None:
+    sparekey.users.create(user_id="alice", display_name=None, email=None)
+    codes = sparekey.backup_codes.regenerate("alice").codes
+    for code in codes[:8]:
+        assert sparekey.verification.verify("alice", code).verified
+    low = [r for r in sparekey.audit.export(user_id="alice") if r.event == "backup_codes.low"]
+    assert [r.details["remaining"] for r in low] == [3, 2]

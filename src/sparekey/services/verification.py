@@ -30,6 +30,7 @@ from sparekey.storage.factors import OtpFactor
 __all__ = ["BACKUP_CODE", "VerificationService"]
 
 BACKUP_CODE = "backup_code"
+BACKUP_CODES_LOW = 3  # this many left or fewer: the user is told to make a new set
 _MAX_CODE_LENGTH = 64
 NOT_VERIFIED = VerifyResult(verified=False)
 log = logging.getLogger("sparekey.verification")
@@ -128,10 +129,12 @@ class VerificationService:
                 self._failed(unit.write(), user_id, "backup_code", caller)
                 return NOT_VERIFIED
             throttle_repo.clear(unit, user_id)  # a non-guessable success lifts the throttle
-            entry = AuditEntry(
-                event="backup_code.used", user_id=user_id, details={"remaining": remaining}
-            )
+            details = {"remaining": remaining}
+            entry = AuditEntry(event="backup_code.used", user_id=user_id, details=details)
             self._auditor.record(unit, entry, caller)
+            if remaining <= BACKUP_CODES_LOW:
+                low = AuditEntry(event="backup_codes.low", user_id=user_id, details=details)
+                self._auditor.record(unit, low, caller)
         return VerifyResult(
             verified=True, factor_type=BACKUP_CODE, backup_codes_remaining=remaining
         )
