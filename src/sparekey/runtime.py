@@ -16,6 +16,13 @@ from sparekey.services.api_keys import ApiKeyService
 from sparekey.services.audit import Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.factors import FactorService
+from sparekey.services.notifications import (
+    DeliveryWorker,
+    EmailSender,
+    Outbox,
+    Sender,
+    WebhookSender,
+)
 from sparekey.services.otp import OtpPolicy
 from sparekey.services.ratelimit import Limit, RequestGuard, build_rate_limiter
 from sparekey.services.throttle import Throttle, ThrottlePolicy
@@ -41,7 +48,16 @@ class Sparekey:
             hotp_window=settings.hotp_window,
             resync_window=settings.resync_window,
         )
-        self.audit = Auditor(db=db, keyring=keyring, clock=clock)
+        self.outbox = Outbox(email=bool(settings.smtp_host), webhook=bool(settings.webhook_url))
+        self.delivery = DeliveryWorker(
+            db=db,
+            clock=clock,
+            senders=_senders(settings),
+            lease_seconds=settings.notify_lease_seconds,
+            max_attempts=settings.notify_max_attempts,
+            interval=settings.notify_poll_seconds,
+        )
+        self.audit = Auditor(db=db, keyring=keyring, clock=clock, outbox=self.outbox)
         self.guard = RequestGuard(
             build_rate_limiter(settings.redis_url or None),
             clock=clock,
@@ -105,6 +121,32 @@ class Sparekey:
 
 def _limit(requests: int, seconds: float) -> Limit | None:
     return Limit(requests=requests, per_seconds=seconds) if requests else None
+
+
+def _senders(settings: Settings) -> list[Sender]:
+    senders: list[Sender] = []
+    if settings.smtp_host:
+        senders.append(
+            EmailSender(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                sender=settings.smtp_from,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get_secret_value(),
+                starttls=settings.smtp_starttls,
+                timeout=settings.notify_timeout_seconds,
+                product=settings.issuer,
+            )
+        )
+    if settings.webhook_url:
+        senders.append(
+            WebhookSender(
+                url=settings.webhook_url,
+                secret=settings.webhook_secret.get_secret_value().encode(),
+                timeout=settings.notify_timeout_seconds,
+            )
+        )
+    return senders
 
 
 def _load_provider(settings: Settings) -> KeyProvider:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -64,6 +64,49 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(default=False, description="log every HTTP request")
+    # Security notifications (services/notifications.py): email over SMTP, webhooks to the app.
+    smtp_host: str = Field(default="", description="empty: no email is sent")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = Field(default="", description="empty: no SMTP login")
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    smtp_from: str = Field(default="", validate_default=True, description="the From address")
+    webhook_url: str = Field(default="", description="empty: no webhooks")
+    webhook_secret: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    run_worker: bool = Field(default=True, description="deliver notifications inside serve")
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    notify_lease_seconds: float = Field(default=300.0, gt=0, le=86_400, validate_default=True)
+    notify_max_attempts: int = Field(default=12, ge=1, le=100)
+    notify_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _sender_with_smtp(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("smtp_host") and not value:
+            raise ValueError("must be set when smtp_host is set")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("notify_lease_seconds")
+    @classmethod
+    def _lease_outlasts_sends(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("notify_timeout_seconds")
+        if timeout is not None and value < 6 * timeout:
+            raise ValueError("must be at least 6 times notify_timeout_seconds")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_with_webhook(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("webhook_url") and len(value.get_secret_value()) < 16:
+            raise ValueError("must be set, at least 16 characters, when webhook_url is set")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
@@ -114,6 +118,9 @@ def serve(
     sparekey = Sparekey.open(settings)
     sealer = Sealer(sparekey.audit, interval=settings.audit_seal_interval_seconds)
     sealer.start()
+    delivery = sparekey.delivery if settings.run_worker and sparekey.delivery.enabled else None
+    if delivery is not None:
+        delivery.start()
     url = settings.resolved_public_url
     typer.echo(f"Sparekey is serving on {url}  (API docs: {url}/docs)", err=True)
     try:
@@ -126,6 +133,8 @@ def serve(
             server_header=False,
         )
     finally:
+        if delivery is not None:
+            delivery.stop()
         sealer.stop()
         sparekey.close()
 
@@ -135,6 +144,41 @@ def _open(data_dir: Path | None) -> Sparekey:
     if not settings.resolved_key_file.exists():
         raise SettingsError(f"no Sparekey deployment in {settings.data_dir}; run `sparekey init`")
     return Sparekey.open(settings)
+
+
+@app.command()
+@friendly_errors
+def worker(data_dir: DataDir = None) -> None:
+    """Deliver security notifications (email, webhooks) until SIGINT or SIGTERM.
+
+    `sparekey serve` delivers them itself unless run_worker is false; any number of workers
+    and servers may deliver from one database at once.
+    """
+    sparekey = _open(data_dir)
+    settings = sparekey.settings
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stopping = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    channels = ", ".join(sorted(sparekey.delivery.channels)) or (
+        "none configured: set SPAREKEY_SMTP_HOST or SPAREKEY_WEBHOOK_URL"
+    )
+    typer.echo(f"Sparekey worker delivering notifications ({channels})", err=True)
+    sparekey.delivery.start()
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        sparekey.delivery.stop()
+        sparekey.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo("Sparekey worker stopped", err=True)
 
 
 @apikey_app.command("create")

@@ -36,6 +36,7 @@ from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import ConflictError
 from sparekey.domain.models import AuditRecord, Caller
 from sparekey.domain.ports import Clock
+from sparekey.services.notifications import Outbox
 from sparekey.storage import audit as repo
 from sparekey.storage import users as users_repo
 from sparekey.storage.audit import Checkpoint, StoredEvent
@@ -127,10 +128,16 @@ def checkpoint_message(seq: int, digest: bytes) -> bytes:
 
 
 class Auditor:
-    def __init__(self, *, db: Database, keyring: Keyring, clock: Clock) -> None:
+    """Records events; those that concern the user also go to the notification outbox, in the
+    same transaction (``outbox.enqueue`` ignores the others)."""
+
+    def __init__(
+        self, *, db: Database, keyring: Keyring, clock: Clock, outbox: Outbox | None = None
+    ) -> None:
         self._db = db
         self._keyring = keyring
         self._clock = clock
+        self._outbox = outbox
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -172,6 +179,10 @@ class Auditor:
                 "mac_key_id": key_id,
             },
         )
+        if self._outbox is not None:
+            self._outbox.enqueue(
+                target, event=entry.event, user_id=entry.user_id, details=entry.details, now=now
+            )
 
     def seal(self, *, limit: int = 5000) -> SealResult:
         """Chain the records committed since the last round, then sign where the chain ends."""

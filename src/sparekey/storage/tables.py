@@ -172,3 +172,27 @@ audit_checkpoints = Table(
     Column("signing_key_id", Integer, ForeignKey("data_keys.id"), nullable=False),
     Column("signature", LargeBinary(64), nullable=False),
 )
+
+# Notifications waiting to go out, one row per (event, channel), written in the transaction of the
+# change they tell about (services/notifications.py). ``next_attempt_at`` is NULL once there is
+# nothing left to do (delivered or given up), so the worker's index holds only live rows' times.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("recipient", String(320)),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime),
+    Column("delivered_at", UtcDateTime),
+    Column("failed_at", UtcDateTime),
+    Column("last_error", String(500)),
+    # A worker's lease on the row while it delivers it; no other worker claims it before then.
+    Column("locked_until", UtcDateTime),
+    Index(None, "event_id", "channel", unique=True),
+    Index(None, "next_attempt_at"),
+)
