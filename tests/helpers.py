@@ -4,10 +4,43 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
+
+T = TypeVar("T")
+
+
+def race(attempt: Callable[[], T], *, threads: int) -> list[T]:
+    """Run ``attempt`` in ``threads`` threads released at once; the results, or the first error."""
+    barrier = threading.Barrier(threads)
+    results: list[T] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            outcome = attempt()
+        except BaseException as exc:  # raised in the test's thread below
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            results.append(outcome)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def oathtool(*args: str) -> list[str]:

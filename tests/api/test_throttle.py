@@ -1,6 +1,5 @@
 """Throttling guessable codes: backoff, suspension, and no lockout from backup codes."""
 
-import threading
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
@@ -11,7 +10,7 @@ from sparekey.domain.ports import FixedClock
 from sparekey.runtime import Sparekey
 from sparekey.services.throttle import ThrottlePolicy
 from tests.api.test_problems import assert_problem
-from tests.helpers import create_user, enroll_confirmed_totp, totp_code
+from tests.helpers import create_user, enroll_confirmed_totp, race, totp_code
 
 
 def wrong_code(secret: str, clock: FixedClock) -> str:
@@ -111,24 +110,14 @@ def test_parallel_guesses_get_no_more_answers_than_the_free_failures(
     secret = str(enroll_confirmed_totp(client, clock.now())["secret"])
     clock.advance(60)
     guess = wrong_code(secret, clock)
-    barrier = threading.Barrier(40)
-    answers: list[VerifyResult | None] = []
-    lock = threading.Lock()
 
-    def attempt() -> None:
-        barrier.wait()
+    def attempt() -> VerifyResult | None:
         try:
-            result: VerifyResult | None = sparekey.verification.verify("alice", guess)
+            return sparekey.verification.verify("alice", guess)
         except ThrottledError:
-            result = None
-        with lock:
-            answers.append(result)
+            return None
 
-    threads = [threading.Thread(target=attempt) for _ in range(40)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = race(attempt, threads=40)
     answered = [a for a in answers if a is not None]
     assert len(answers) == 40
     assert len(answered) <= ThrottlePolicy().free_failures + 1

@@ -1,6 +1,5 @@
 """One code, many simultaneous attempts: exactly one succeeds, on SQLite and PostgreSQL."""
 
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -9,37 +8,20 @@ from sparekey.domain.models import FactorType, VerifyResult
 from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32encode
 from sparekey.runtime import Sparekey
+from tests.helpers import race as parallel
 from tests.helpers import totp_code
 
 THREADS = 20
 
 
 def race(attempt: Callable[[], VerifyResult]) -> list[VerifyResult]:
-    barrier = threading.Barrier(THREADS)
-    results: list[VerifyResult] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        barrier.wait()
+    def counted() -> VerifyResult:
         try:
-            outcome = attempt()
+            return attempt()
         except ThrottledError:  # replays count as wrong codes, and enough of them lock
-            outcome = VerifyResult(verified=False)
-        except BaseException as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-            return
-        with lock:
-            results.append(outcome)
+            return VerifyResult(verified=False)
 
-    threads = [threading.Thread(target=run) for _ in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
-    return results
+    return parallel(counted, threads=THREADS)
 
 
 def test_one_totp_code_from_twenty_threads_verifies_once(

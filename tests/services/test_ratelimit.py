@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from sparekey.services.ratelimit import (
     RedisRateLimiter,
     build_rate_limiter,
 )
+from tests.helpers import race
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
@@ -142,30 +142,8 @@ def test_keys_are_independent(limiter: RateLimiter) -> None:
 
 
 def test_fifty_threads_at_one_instant_get_exactly_the_limit(limiter: RateLimiter) -> None:
-    threads_count = 50
     limit = Limit(requests=10, per_seconds=60)
-    barrier = threading.Barrier(threads_count)
-    decisions: list[Decision] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            decision = limiter.hit("k", limit, now=START)
-        except BaseException as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-            return
-        with lock:
-            decisions.append(decision)
-
-    threads = [threading.Thread(target=run) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    decisions = race(lambda: limiter.hit("k", limit, now=START), threads=50)
     assert sum(d.allowed for d in decisions) == 10
     refused = [d for d in decisions if not d.allowed]
     assert refused == [Decision(allowed=False, retry_after=6.0)] * 40
