@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import tomli_w
 
 from sparekey.crypto.keyring import Keyring
-from sparekey.crypto.providers import FileKeyProvider, KeyFileError, KeyProvider
+from sparekey.crypto.providers import (
+    FileKeyProvider,
+    KeyFileError,
+    KeyProvider,
+    KeyProviderError,
+)
 from sparekey.domain.models import Scope
 from sparekey.domain.ports import Clock, SystemClock
 from sparekey.services.api_keys import ApiKeyService
@@ -31,6 +37,9 @@ from sparekey.services.verification import VerificationService
 from sparekey.settings import Settings
 from sparekey.storage.database import Database
 from sparekey.storage.keystore import SqlKeyStore
+
+if TYPE_CHECKING:
+    from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
 
 __all__ = ["InitResult", "Sparekey", "initialize"]
 
@@ -150,7 +159,52 @@ def _senders(settings: Settings) -> list[Sender]:
 
 
 def _load_provider(settings: Settings) -> KeyProvider:
+    """The configured provider, for a deployment whose KEK exists (see :func:`initialize`)."""
+    if settings.key_provider == "pkcs11":
+        return _pkcs11(settings)
+    if settings.key_provider == "aws-kms":
+        from sparekey.crypto.aws_kms_provider import AwsKmsKeyProvider
+
+        return AwsKmsKeyProvider(key_id=settings.aws_kms_key_id, region=settings.aws_region)
     return FileKeyProvider.load(settings.resolved_key_file)
+
+
+def _pkcs11(settings: Settings) -> Pkcs11KeyProvider:
+    from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
+
+    if not settings.pkcs11_token_label:
+        raise KeyProviderError("set pkcs11_token_label to the label of the token holding the KEK")
+    return Pkcs11KeyProvider(
+        module=settings.pkcs11_module,
+        token_label=settings.pkcs11_token_label,
+        pin=settings.pkcs11_pin.get_secret_value(),
+        key_label=settings.pkcs11_key_label,
+    )
+
+
+def _provider_for_init(settings: Settings, *, has_keys: bool) -> KeyProvider:
+    """Load the KEK, or create it when the deployment is new; never replace one that is lost."""
+    if settings.key_provider == "pkcs11":
+        hsm = _pkcs11(settings)
+        if not hsm.exists():
+            if has_keys:
+                raise KeyProviderError(
+                    f"the token holds no key {settings.pkcs11_key_label!r} but the database "
+                    "holds keys wrapped by it; use the token (or its backup) that has it"
+                )
+            hsm.create()
+        return hsm
+    if settings.key_provider == "aws-kms":
+        return _load_provider(settings)  # the KMS key is created and kept in AWS
+    key_path = settings.resolved_key_file
+    if key_path.exists():
+        return FileKeyProvider.load(key_path)
+    if has_keys:
+        raise KeyFileError(
+            f"key file {key_path} is missing but the database holds keys wrapped by it; "
+            "restore the key file from your backup"
+        )
+    return FileKeyProvider.create(key_path)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,16 +246,7 @@ def initialize(settings: Settings, *, clock: Clock | None = None) -> InitResult:
         if db.is_sqlite and db.url.database:
             os.chmod(db.url.database, 0o600)
         store = SqlKeyStore(db, clock)
-        key_path = settings.resolved_key_file
-        if key_path.exists():
-            provider = FileKeyProvider.load(key_path)
-        elif store.list_keys():
-            raise KeyFileError(
-                f"key file {key_path} is missing but the database holds keys wrapped by it; "
-                "restore the key file from your backup"
-            )
-        else:
-            provider = FileKeyProvider.create(key_path)
+        provider = _provider_for_init(settings, has_keys=bool(store.list_keys()))
         keyring = Keyring(provider=provider, store=store)
         keyring.ensure_keys()
         app = Sparekey(settings=settings, db=db, keyring=keyring, clock=clock)

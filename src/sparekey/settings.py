@@ -43,8 +43,14 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     public_url: str = Field(default="", description="where users reach this server")
     issuer: str = Field(default="Sparekey", min_length=1, max_length=64)
-    key_provider: Literal["file"] = "file"
+    key_provider: Literal["file", "pkcs11", "aws-kms"] = "file"
     key_file: Path | None = None
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token_label: str = ""
+    pkcs11_pin: SecretStr = SecretStr("")
+    pkcs11_key_label: str = "sparekey-kek"
+    aws_kms_key_id: str = ""
+    aws_region: str = "us-east-1"
     totp_window: int = Field(default=1, ge=0, le=10, description="accepted steps either side")
     totp_max_drift: int = Field(default=3, ge=0, le=100, description="largest remembered drift")
     hotp_window: int = Field(default=10, ge=1, le=1000, description="HOTP look-ahead")

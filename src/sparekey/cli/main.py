@@ -22,7 +22,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from sparekey.crypto.providers import KeyFileError
+from sparekey.crypto.providers import KeyProviderError
 from sparekey.domain.errors import SparekeyError
 from sparekey.domain.models import AuditRecord, Caller, Scope
 from sparekey.runtime import InitResult, Sparekey, initialize
@@ -69,7 +69,7 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (SettingsError, KeyFileError, SparekeyError) as exc:
+        except (SettingsError, KeyProviderError, SparekeyError) as exc:
             _fail(str(exc))
         except SQLAlchemyError as exc:
             _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")

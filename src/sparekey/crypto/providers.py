@@ -17,7 +17,7 @@ from typing import Protocol
 
 from sparekey.crypto.aead import KEY_SIZE, open_sealed, seal
 
-__all__ = ["FileKeyProvider", "KeyFileError", "KeyProvider"]
+__all__ = ["FileKeyProvider", "KeyFileError", "KeyProvider", "KeyProviderError"]
 
 
 class KeyProvider(Protocol):
@@ -35,7 +35,11 @@ class KeyProvider(Protocol):
         ...
 
 
-class KeyFileError(Exception):
+class KeyProviderError(Exception):
+    """The key provider cannot be used (missing, misconfigured, unreachable); one line says why."""
+
+
+class KeyFileError(KeyProviderError):
     """The key file is missing, unreadable, malformed or too widely readable."""
 
 
