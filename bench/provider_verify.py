@@ -116,9 +116,8 @@ def main() -> None:
     hsm_rate = statistics.median(rates["SoftHSM2"])
     print(f"verify, valid HOTP codes, SQLite, {args.rounds} rounds of {args.per_round} (median):")
     print(f"  key file : {file_rate:8.0f} verifications/s")
-    print(
-        f"  SoftHSM2 : {hsm_rate:8.0f} verifications/s  ({hsm_rate / file_rate * 100:.1f}% of the key file)"
-    )
+    share = hsm_rate / file_rate * 100
+    print(f"  SoftHSM2 : {hsm_rate:8.0f} verifications/s  ({share:.1f}% of the key file)")
 
 
 if __name__ == "__main__":
