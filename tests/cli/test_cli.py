@@ -166,3 +166,16 @@ def test_audit_verify_and_export(tmp_path: Path) -> None:
     assert tampered.returncode == 1
     assert "record 2 (seq 2)" in tampered.stderr
     assert tampered.stderr.strip().count("\n") == 0
+
+
+def test_keys_status_counts_what_each_key_protects(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run("init", data_dir=data)  # an admin API key and its audit record: two keyed by the MAC key
+    run("audit", "seal", data_dir=data)  # one signed checkpoint
+    status = run("keys", "status", data_dir=data)
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[1]: line.split() for line in status.stdout.splitlines()[1:]}
+    assert rows["encryption"][3] == "0"
+    assert rows["mac"][3] == "2"
+    assert rows["signing"][3] == "1"
+    assert all(row[2] == "active" and row[4].startswith("file:") for row in rows.values())

@@ -88,6 +88,10 @@ class Keyring:
                 if stored.active and stored.id >= self._active.get(stored.purpose, -1):
                     self._active[stored.purpose] = stored.id
 
+    def stored_keys(self) -> Sequence[StoredKey]:
+        """The wrapped keys as the store holds them (ids, purposes, KEK ids; no key material)."""
+        return self._store.list_keys()
+
     def ensure_keys(self) -> None:
         """Create the first key of each purpose if there is none (at ``sparekey init``)."""
         for purpose in KeyPurpose:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from sparekey.crypto.keyring import KeyPurpose, StoredKey, WrapFunction
 from sparekey.domain.ports import Clock
 from sparekey.storage.database import Database
-from sparekey.storage.tables import data_keys
+from sparekey.storage.tables import (
+    api_keys,
+    audit_checkpoints,
+    audit_events,
+    backup_codes,
+    data_keys,
+    factors,
+)
 
-__all__ = ["SqlKeyStore"]
+__all__ = ["SqlKeyStore", "usage_by_key"]
 
 
 class SqlKeyStore:
@@ -59,3 +66,21 @@ class SqlKeyStore:
                 .values(wrapped=wrapped, kek_id=kek_id, active=True)
             )
         return StoredKey(id=key_id, purpose=purpose, wrapped=wrapped, kek_id=kek_id, active=True)
+
+
+def usage_by_key(db: Database) -> dict[int, int]:
+    """How many records each data key protects (seeds it seals, hashes and MACs it keys,
+    checkpoints it signed)."""
+    uses: dict[int, int] = {}
+    columns = [
+        factors.c.secret_key_id,
+        backup_codes.c.mac_key_id,
+        api_keys.c.mac_key_id,
+        audit_events.c.mac_key_id,
+        audit_checkpoints.c.signing_key_id,
+    ]
+    with db.read() as conn:
+        for column in columns:
+            for key_id, count in conn.execute(select(column, func.count()).group_by(column)):
+                uses[key_id] = uses.get(key_id, 0) + int(count)
+    return uses
