@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.tables import outbox, users
@@ -132,6 +133,11 @@ def claim_due(
     return sorted(claimed, key=lambda m: (m.next_attempt_at or now, m.id))
 
 
+def _still_held(lease_until: datetime) -> ColumnElement[bool]:
+    """This worker's lease on the row has not been taken over, and the row is not delivered."""
+    return and_(outbox.c.locked_until == lease_until, outbox.c.delivered_at.is_(None))
+
+
 def mark_delivered(conn: Connection, message_id: int, *, now: datetime) -> None:
     """Delivered: nothing left to do. Recorded even if the lease ran out meanwhile (the message
     went out; a worker that took the row over may send it once more, which receivers tolerate)."""
@@ -159,11 +165,7 @@ def schedule_retry(
     """Try again at ``next_attempt_at``, if this worker still holds the row's lease."""
     result = conn.execute(
         update(outbox)
-        .where(
-            outbox.c.id == message_id,
-            outbox.c.locked_until == lease_until,
-            outbox.c.delivered_at.is_(None),
-        )
+        .where(outbox.c.id == message_id, _still_held(lease_until))
         .values(next_attempt_at=next_attempt_at, last_error=error, locked_until=None)
     )
     return result.rowcount == 1
@@ -175,11 +177,7 @@ def mark_failed(
     """Give up on the row (it stays, with its last error), if this worker still holds its lease."""
     result = conn.execute(
         update(outbox)
-        .where(
-            outbox.c.id == message_id,
-            outbox.c.locked_until == lease_until,
-            outbox.c.delivered_at.is_(None),
-        )
+        .where(outbox.c.id == message_id, _still_held(lease_until))
         .values(failed_at=now, next_attempt_at=None, last_error=error, locked_until=None)
     )
     return result.rowcount == 1
@@ -192,11 +190,7 @@ def release(conn: Connection, message_ids: Sequence[int], *, lease_until: dateti
         return
     conn.execute(
         update(outbox)
-        .where(
-            outbox.c.id.in_(list(message_ids)),
-            outbox.c.locked_until == lease_until,
-            outbox.c.delivered_at.is_(None),
-        )
+        .where(outbox.c.id.in_(list(message_ids)), _still_held(lease_until))
         .values(locked_until=None, attempts=outbox.c.attempts - 1)
     )
 
