@@ -7,27 +7,23 @@ Failures print one line to stderr and exit 1.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
-from sparekey.crypto.providers import KeyProviderError
-from sparekey.domain.errors import SparekeyError
-from sparekey.domain.models import AuditRecord, Caller, Scope
+from sparekey.cli.common import OPERATOR, DataDir, fail, friendly_errors, open_sparekey
+from sparekey.domain.models import AuditRecord, Scope
 from sparekey.runtime import InitResult, Sparekey, initialize
 from sparekey.services.audit import Sealer
-from sparekey.settings import Settings, SettingsError, load_settings
+from sparekey.settings import Settings, load_settings
 from sparekey.storage.keystore import usage_by_key
 
 app = typer.Typer(
@@ -44,43 +40,6 @@ keys_app = typer.Typer(help="The key hierarchy.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 users_app = typer.Typer(help="Personal data of users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-OPERATOR = Caller(type="operator", id="cli")
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="SPAREKEY_DATA_DIR",
-        help="Where the database, key file and sparekey.toml live.",
-        show_default=False,
-    ),
-]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"sparekey: error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn the errors a user can cause into one line on stderr and exit status 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except (SettingsError, KeyProviderError, SparekeyError) as exc:
-            _fail(str(exc))
-        except SQLAlchemyError as exc:
-            _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
-        except OSError as exc:
-            _fail(str(exc))
-        raise AssertionError("unreachable")
-
-    return wrapper
 
 
 def _announce(result: InitResult, settings: Settings) -> None:
@@ -142,13 +101,6 @@ def serve(
         sparekey.close()
 
 
-def _open(data_dir: Path | None) -> Sparekey:
-    settings = load_settings(data_dir)
-    if not settings.resolved_key_file.exists():
-        raise SettingsError(f"no Sparekey deployment in {settings.data_dir}; run `sparekey init`")
-    return Sparekey.open(settings)
-
-
 @app.command()
 @friendly_errors
 def worker(data_dir: DataDir = None) -> None:
@@ -157,7 +109,7 @@ def worker(data_dir: DataDir = None) -> None:
     `sparekey serve` delivers them itself unless run_worker is false; any number of workers
     and servers may deliver from one database at once.
     """
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     settings = sparekey.settings
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -197,7 +149,7 @@ def apikey_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create an API key. The key is printed once, alone on the last line."""
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     try:
         created = sparekey.api_keys.create(name=name, scopes=scope, caller=OPERATOR)
     finally:
@@ -211,7 +163,7 @@ def apikey_create(
 @friendly_errors
 def apikey_list(data_dir: DataDir = None) -> None:
     """List API keys (never their secrets)."""
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     try:
         keys = sparekey.api_keys.list()
     finally:
@@ -231,7 +183,7 @@ def apikey_revoke(
     data_dir: DataDir = None,
 ) -> None:
     """Revoke an API key; it stops working at once on this node, within seconds on others."""
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     try:
         key = sparekey.api_keys.revoke(key_id, caller=OPERATOR)
     finally:
@@ -243,7 +195,7 @@ def apikey_revoke(
 @friendly_errors
 def keys_status(data_dir: DataDir = None) -> None:
     """Each data key: its purpose, the KEK that wraps it, and how many records it protects."""
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     try:
         stored = sparekey.keyring.stored_keys()
         uses = usage_by_key(sparekey.db)
@@ -263,7 +215,7 @@ def users_erase(
     data_dir: DataDir = None,
 ) -> None:
     """Blank a deleted user's id, IP and user agent in the audit log (the chain still verifies)."""
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     try:
         erased = sparekey.audit.erase_user(user_id, caller=OPERATOR)
     finally:
@@ -275,7 +227,7 @@ def users_erase(
 @friendly_errors
 def audit_seal(data_dir: DataDir = None) -> None:
     """Chain and sign every record not sealed yet (the server does this every second)."""
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     try:
         sealed = sparekey.audit.seal_all()
     finally:
@@ -290,7 +242,7 @@ def audit_verify(
     seal: Annotated[bool, typer.Option(help="Seal pending records first")] = True,
 ) -> None:
     """Check every record, the chain and the signed checkpoints; exit 1 at the first bad record."""
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     try:
         if seal:
             sparekey.audit.seal_all()
@@ -298,7 +250,7 @@ def audit_verify(
     finally:
         sparekey.close()
     if not report.ok:
-        _fail(f"audit log does not verify: {report.problem}")
+        fail(f"audit log does not verify: {report.problem}")
     typer.echo(
         f"Audit log verified: {report.sealed} sealed records, {report.unsealed} unsealed, "
         f"{report.checkpoints} signed checkpoints"
@@ -316,8 +268,8 @@ def audit_export(
 ) -> None:
     """Stream audit records, oldest first, one JSON object per line."""
     if output_format != "jsonl":
-        _fail(f"unknown format {output_format!r}; the one format is jsonl")
-    sparekey = _open(data_dir)
+        fail(f"unknown format {output_format!r}; the one format is jsonl")
+    sparekey = open_sparekey(data_dir)
     try:
         records = sparekey.audit.export(user_id=user, since=_utc(since), until=_utc(until))
         for record in records:
@@ -338,7 +290,7 @@ def audit_prune(
     """Archive and delete old records in batches; a signed checkpoint anchors what remains."""
     cutoff = _utc(before)
     assert cutoff is not None
-    sparekey = _open(data_dir)
+    sparekey = open_sparekey(data_dir)
     try:
         if archive is not None:
             with archive.open("x", encoding="utf-8") as out:

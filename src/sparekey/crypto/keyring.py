@@ -27,7 +27,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sparekey.crypto.aead import KEY_SIZE, open_sealed, seal
-from sparekey.crypto.providers import KeyProvider
+from sparekey.crypto.providers import KeyProvider, KeyProviderError
 
 __all__ = ["KeyPurpose", "KeyStore", "Keyring", "StoredKey", "UnknownKeyError"]
 
@@ -124,6 +124,18 @@ class Keyring:
             return self._active[purpose]
         except KeyError:
             raise UnknownKeyError(f"no active {purpose.value} key; run `sparekey init`") from None
+
+    # -- secrets kept outside the database (backups) --------------------------------------------
+
+    def wrap_with_kek(self, secret: bytes, *, aad: bytes) -> tuple[str, bytes]:
+        """Wrap ``secret`` directly under the current KEK; returns (KEK id, wrapped bytes)."""
+        return self._provider.kek_id, self._provider.wrap(secret, aad=aad)
+
+    def unwrap_with_kek(self, kek_id: str, wrapped: bytes, *, aad: bytes) -> bytes:
+        """Unwrap what :meth:`wrap_with_kek` wrapped, with the KEK named ``kek_id``."""
+        if kek_id != self._provider.kek_id:
+            raise KeyProviderError(f"the key-encryption key {kek_id} is not reachable here")
+        return self._provider.unwrap(wrapped, aad=aad)
 
     # -- encryption ---------------------------------------------------------------------------
 
