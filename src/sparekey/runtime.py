@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import tomli_w
 
-from sparekey.crypto.keyring import Keyring
+from sparekey.crypto.keyring import KekResolver, Keyring
 from sparekey.crypto.providers import (
     FileKeyProvider,
+    KeyFile,
     KeyFileError,
     KeyProvider,
     KeyProviderError,
 )
-from sparekey.domain.models import Scope
+from sparekey.domain.models import Caller, Scope
 from sparekey.domain.ports import Clock, SystemClock
 from sparekey.services.api_keys import ApiKeyService
 from sparekey.services.audit import Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.factors import FactorService
+from sparekey.services.keys import KeyManager
 from sparekey.services.notifications import (
     DeliveryWorker,
     EmailSender,
@@ -41,7 +45,7 @@ from sparekey.storage.keystore import SqlKeyStore
 if TYPE_CHECKING:
     from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
 
-__all__ = ["InitResult", "Sparekey", "initialize"]
+__all__ = ["InitResult", "Sparekey", "initialize", "kek_resolver"]
 
 
 class Sparekey:
@@ -73,6 +77,7 @@ class Sparekey:
             per_api_key=_limit(settings.rate_limit_key_requests, settings.rate_limit_key_seconds),
             per_ip=_limit(settings.rate_limit_ip_requests, settings.rate_limit_ip_seconds),
         )
+        self.keys = KeyManager(db=db, keyring=keyring, clock=clock, auditor=self.audit)
         self.users = UserService(db=db, clock=clock, auditor=self.audit)
         self.factors = FactorService(
             db=db,
@@ -120,9 +125,46 @@ class Sparekey:
         """Connect to an initialized deployment (see :func:`initialize`)."""
         clock = clock or SystemClock()
         db = Database(settings.resolved_database_url)
-        provider = _load_provider(settings)
-        keyring = Keyring(provider=provider, store=SqlKeyStore(db, clock))
+        keyring = Keyring(store=SqlKeyStore(db, clock), resolve=kek_resolver(settings))
         return cls(settings=settings, db=db, keyring=keyring, clock=clock)
+
+    def new_kek(self, kind: str | None = None, *, label: str = "", key_id: str = "") -> KeyProvider:
+        """Create a KEK to rotate to: a new key in the key file, a new key in the PKCS#11 token,
+        or an existing AWS KMS key (made in AWS; ``key_id``)."""
+        settings = self.settings
+        kind = kind or self.keyring.wrapping_provider.kek_id.partition(":")[0]
+        if kind == "file":
+            return KeyFile(settings.resolved_key_file).add()
+        if kind == "pkcs11":
+            stamp = self.clock.now().strftime("%Y%m%dT%H%M%S")
+            hsm = _pkcs11(settings, label=label or f"{settings.pkcs11_key_label}-{stamp}")
+            hsm.create()
+            return hsm
+        if kind == "aws-kms":
+            from sparekey.crypto.aws_kms_provider import AwsKmsKeyProvider
+
+            if not key_id:
+                raise KeyProviderError("name the new KMS key with --aws-kms-key-id")
+            return AwsKmsKeyProvider(key_id=key_id, region=settings.aws_region)
+        raise KeyProviderError(f"unknown key provider {kind!r}; use file, pkcs11 or aws-kms")
+
+    def destroy_kek(self, kek_id: str, *, caller: Caller) -> None:
+        """Remove a KEK no data key uses from its provider (the key file line, the token object)."""
+        scheme = kek_id.partition(":")[0]
+        if scheme == "file":
+            key_file = KeyFile(self.settings.resolved_key_file)
+            if key_file.find(kek_id) is None:
+                raise KeyProviderError(f"the key file holds no KEK {kek_id}")
+            destroy: Callable[[], None] = functools.partial(key_file.remove, kek_id)
+        elif scheme == "pkcs11":
+            provider = self.keyring.provider_for(kek_id)
+            assert isinstance(provider, _pkcs11_class())
+            destroy = provider.destroy
+        else:
+            raise KeyProviderError(
+                f"{kek_id} is deleted in its own console (schedule the KMS key's deletion in AWS)"
+            )
+        self.keys.destroy_kek(kek_id, destroy, caller=caller)
 
     def close(self) -> None:
         self.db.dispose()
@@ -169,29 +211,60 @@ def _load_provider(settings: Settings) -> KeyProvider:
     return FileKeyProvider.load(settings.resolved_key_file)
 
 
-def _pkcs11(settings: Settings) -> Pkcs11KeyProvider:
+def _pkcs11(settings: Settings, *, token: str = "", label: str = "") -> Pkcs11KeyProvider:
     from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
 
-    if not settings.pkcs11_token_label:
+    token = token or settings.pkcs11_token_label
+    if not token:
         raise KeyProviderError("set pkcs11_token_label to the label of the token holding the KEK")
     return Pkcs11KeyProvider(
         module=settings.pkcs11_module,
-        token_label=settings.pkcs11_token_label,
+        token_label=token,
         pin=settings.pkcs11_pin.get_secret_value(),
-        key_label=settings.pkcs11_key_label,
+        key_label=label or settings.pkcs11_key_label,
     )
 
 
-def _provider_for_init(settings: Settings, *, has_keys: bool) -> KeyProvider:
-    """Load the KEK, or create it when the deployment is new; never replace one that is lost."""
+def _pkcs11_class() -> type[Pkcs11KeyProvider]:
+    from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
+
+    return Pkcs11KeyProvider
+
+
+def kek_resolver(settings: Settings) -> KekResolver:
+    """Opens the KEK a stored data key names, with the access these settings give: any key in
+    the key file, any key in a reachable PKCS#11 token, any KMS key the credentials may use."""
+
+    def resolve(kek_id: str) -> KeyProvider:
+        scheme, _, rest = kek_id.partition(":")
+        if scheme == "file":
+            path = settings.resolved_key_file
+            if not path.exists():
+                raise KeyFileError(
+                    f"key file {path} is missing but the database holds keys wrapped by it; "
+                    "restore the key file from your backup"
+                )
+            found = KeyFile(path).find(kek_id)
+            if found is None:
+                raise KeyFileError(f"key file {path} does not hold the KEK {kek_id}")
+            return found
+        if scheme == "pkcs11":
+            token, _, label = rest.rpartition(":")
+            return _pkcs11(settings, token=token, label=label)
+        if scheme == "aws-kms":
+            from sparekey.crypto.aws_kms_provider import AwsKmsKeyProvider
+
+            return AwsKmsKeyProvider(key_id=rest, region=settings.aws_region)
+        raise KeyProviderError(f"the database names an unknown kind of KEK: {kek_id}")
+
+    return resolve
+
+
+def _provider_for_new_deployment(settings: Settings) -> KeyProvider:
+    """The configured KEK for a deployment with no data keys yet, created if need be."""
     if settings.key_provider == "pkcs11":
         hsm = _pkcs11(settings)
         if not hsm.exists():
-            if has_keys:
-                raise KeyProviderError(
-                    f"the token holds no key {settings.pkcs11_key_label!r} but the database "
-                    "holds keys wrapped by it; use the token (or its backup) that has it"
-                )
             hsm.create()
         return hsm
     if settings.key_provider == "aws-kms":
@@ -199,11 +272,6 @@ def _provider_for_init(settings: Settings, *, has_keys: bool) -> KeyProvider:
     key_path = settings.resolved_key_file
     if key_path.exists():
         return FileKeyProvider.load(key_path)
-    if has_keys:
-        raise KeyFileError(
-            f"key file {key_path} is missing but the database holds keys wrapped by it; "
-            "restore the key file from your backup"
-        )
     return FileKeyProvider.create(key_path)
 
 
@@ -246,10 +314,14 @@ def initialize(settings: Settings, *, clock: Clock | None = None) -> InitResult:
         if db.is_sqlite and db.url.database:
             os.chmod(db.url.database, 0o600)
         store = SqlKeyStore(db, clock)
-        provider = _provider_for_init(settings, has_keys=bool(store.list_keys()))
-        keyring = Keyring(provider=provider, store=store)
-        keyring.ensure_keys()
+        # A deployment that has keys reaches its KEKs by the ids stored with them; only a new
+        # one uses (and creates) the configured KEK. A lost KEK is never replaced.
+        provider = None if store.list_keys() else _provider_for_new_deployment(settings)
+        keyring = Keyring(provider=provider, store=store, resolve=kek_resolver(settings))
+        created = keyring.ensure_keys()
         app = Sparekey(settings=settings, db=db, keyring=keyring, clock=clock)
+        if created:
+            app.keys.record_created(created)
         token = None
         if not app.api_keys.list():
             token = app.api_keys.create(name="admin", scopes=[Scope.ADMIN]).token

@@ -155,10 +155,13 @@ def test_audit_verify_and_export(tmp_path: Path) -> None:
     run("apikey", "create", "app", "--scope", "verify", data_dir=data)
     verified = run("audit", "verify", data_dir=data)
     assert verified.returncode == 0, verified.stderr
-    assert "2 sealed records" in verified.stdout
+    assert "5 sealed records" in verified.stdout  # 3 data keys made, 2 API keys
     exported = run("audit", "export", "--format", "jsonl", data_dir=data)
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
-    assert [line["event"] for line in lines] == ["api_key.created", "api_key.created"]
+    assert [line["event"] for line in lines] == [
+        *["keys.dek_created"] * 3,
+        *["api_key.created"] * 2,
+    ]
 
     with sqlite3.connect(data / "sparekey.db") as db:
         db.execute("UPDATE audit_events SET details = '{}' WHERE id = 2")
@@ -170,12 +173,14 @@ def test_audit_verify_and_export(tmp_path: Path) -> None:
 
 def test_keys_status_counts_what_each_key_protects(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    run("init", data_dir=data)  # an admin API key and its audit record: two keyed by the MAC key
+    run("init", data_dir=data)
+    # the admin API key and four audit records (three data keys made, the API key): five
+    # records keyed by the MAC key
     run("audit", "seal", data_dir=data)  # one signed checkpoint
     status = run("keys", "status", data_dir=data)
     assert status.returncode == 0, status.stderr
     rows = {line.split()[1]: line.split() for line in status.stdout.splitlines()[1:]}
     assert rows["encryption"][3] == "0"
-    assert rows["mac"][3] == "2"
+    assert rows["mac"][3] == "5"
     assert rows["signing"][3] == "1"
     assert all(row[2] == "active" and row[4].startswith("file:") for row in rows.values())

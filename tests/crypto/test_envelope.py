@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sparekey.crypto.aead import DecryptionError, open_sealed, seal
-from sparekey.crypto.keyring import KeyPurpose, Keyring, StoredKey, WrapFunction
-from sparekey.crypto.providers import FileKeyProvider, KeyFileError
+from sparekey.crypto.keyring import KeyPurpose, Keyring, NewKey, StoredKey
+from sparekey.crypto.providers import FileKeyProvider, KeyFileError, KeyProviderError
 
 
 class MemoryKeyStore:
@@ -18,8 +18,8 @@ class MemoryKeyStore:
     def list_keys(self) -> list[StoredKey]:
         return list(self.keys)
 
-    def add_key(self, *, purpose: KeyPurpose, kek_id: str, wrap: WrapFunction) -> StoredKey:
-        key_id = len(self.keys) + 1
+    def add_key(self, key: NewKey) -> StoredKey:
+        key_id, purpose = len(self.keys) + 1, key.purpose
         self.keys = [
             StoredKey(
                 id=k.id,
@@ -31,7 +31,7 @@ class MemoryKeyStore:
             for k in self.keys
         ]
         stored = StoredKey(
-            id=key_id, purpose=purpose, wrapped=wrap(key_id), kek_id=kek_id, active=True
+            id=key_id, purpose=purpose, wrapped=key.wrap(key_id), kek_id=key.kek_id, active=True
         )
         self.keys.append(stored)
         return stored
@@ -94,7 +94,7 @@ def test_keyring_keeps_old_keys_readable_after_a_new_one(tmp_path: Path) -> None
     ring = Keyring(provider=provider, store=store)
     ring.ensure_keys()
     old_id, old_blob = ring.encrypt(b"one", aad=b"x")
-    ring._add(KeyPurpose.ENCRYPTION)
+    ring.add_key(KeyPurpose.ENCRYPTION)
     new_id, _ = ring.encrypt(b"two", aad=b"x")
     assert new_id != old_id
     fresh = Keyring(provider=provider, store=store)  # another process, same store
@@ -117,5 +117,13 @@ def test_wrapped_keys_are_bound_to_their_id(tmp_path: Path) -> None:
 def test_another_key_file_cannot_open_the_keys(tmp_path: Path) -> None:
     store = MemoryKeyStore()
     Keyring(provider=FileKeyProvider.create(tmp_path / "a.key"), store=store).ensure_keys()
-    with pytest.raises(DecryptionError):
+    with pytest.raises(KeyProviderError, match="not reachable"):
         Keyring(provider=FileKeyProvider.create(tmp_path / "b.key"), store=store)
+    # Even under the other file's KEK id, its key cannot unwrap them.
+    other = FileKeyProvider.create(tmp_path / "c.key")
+    store.keys = [
+        StoredKey(id=k.id, purpose=k.purpose, wrapped=k.wrapped, kek_id=other.kek_id, active=True)
+        for k in store.keys
+    ]
+    with pytest.raises(DecryptionError):
+        Keyring(provider=other, store=store)

@@ -132,16 +132,12 @@ def test_a_deployment_on_softhsm(
     )
     assert _round_trip(settings, clock) == f"pkcs11:{TOKEN}:{label}"
     assert not (tmp_path / "data" / "sparekey.key").exists(), "no key file with an HSM"
-    lost = load_settings(
-        tmp_path / "data",
-        database_url=database_url,
-        key_provider="pkcs11",
-        pkcs11_token_label=TOKEN,
-        pkcs11_pin=PIN,
-        pkcs11_key_label="another",
-    )
-    with pytest.raises(KeyProviderError, match="holds no key 'another'"):
-        initialize(lost, clock=clock)
+    # The stored KEK id, not the configured label, says which token key unwraps the data keys.
+    elsewhere = settings.model_copy(update={"pkcs11_key_label": "another"})
+    Sparekey.open(elsewhere, clock=clock).close()
+    hsm(label).destroy()  # a lost KEK is never silently replaced by a new one
+    with pytest.raises(KeyProviderError, match=f"holds no key '{label}'"):
+        initialize(settings, clock=clock)
 
 
 @pytest.fixture

@@ -75,11 +75,11 @@ def test_sealed_chain_verifies(sparekey: Sparekey, clock: FixedClock) -> None:
     before = sparekey.audit.verify()
     assert before.ok
     assert before.sealed == 0
-    assert before.unsealed == 9
+    assert before.unsealed == 12, "nine events and the three data keys made at init"
     sealed = sparekey.audit.seal_all()
-    assert sealed == 9
+    assert sealed == 12
     report = sparekey.audit.verify()
-    assert (report.ok, report.sealed, report.unsealed, report.checkpoints) == (True, 9, 0, 1)
+    assert (report.ok, report.sealed, report.unsealed, report.checkpoints) == (True, 12, 0, 1)
     sparekey.users.delete("bob")
     sparekey.audit.seal_all()
     assert sparekey.audit.verify().checkpoints == 2
@@ -128,10 +128,10 @@ def test_records_deleted_from_the_end_are_detected(
     sparekey: Sparekey, clock: FixedClock, settings: Settings
 ) -> None:
     ids = _sealed(sparekey, clock)
-    raw(settings, "DELETE FROM audit_events WHERE id >= :i", i=ids[7])
+    raw(settings, "DELETE FROM audit_events WHERE id >= :i", i=ids[10])
     report = sparekey.audit.verify()
     assert not report.ok
-    assert "ends at seq 7 but was sealed to seq 9" in str(report.problem)
+    assert "ends at seq 10 but was sealed to seq 12" in str(report.problem)
 
 
 def test_an_inserted_record_is_named(
@@ -174,14 +174,14 @@ def test_a_rebuilt_chain_fails_its_signed_checkpoint(
     """Someone with the database but not the keys re-seals after deleting a record: the chain
     digests can be recomputed without a key, the Ed25519 checkpoint cannot."""
     ids = _sealed(sparekey, clock)
-    raw(settings, "DELETE FROM audit_events WHERE id = :i", i=ids[8])
+    raw(settings, "DELETE FROM audit_events WHERE id = :i", i=ids[11])
     raw(settings, "UPDATE audit_events SET seq = NULL, chain_digest = NULL")
     raw(settings, "UPDATE audit_chain SET last_seq = 0, last_digest = :g", g=bytes(32))
-    raw(settings, "DELETE FROM audit_checkpoints WHERE seq < 9")
-    sparekey.audit.seal_all()  # rebuilds seq 1..8 and signs it; the checkpoint at 9 remains
+    raw(settings, "DELETE FROM audit_checkpoints WHERE seq < 12")
+    sparekey.audit.seal_all()  # rebuilds seq 1..11 and signs it; the checkpoint at 12 remains
     report = sparekey.audit.verify()
     assert not report.ok
-    assert "checkpoint at 9" in str(report.problem)
+    assert "checkpoint at 12" in str(report.problem)
 
 
 def test_erasing_a_deleted_users_personal_data_keeps_the_chain_verifiable(
@@ -194,7 +194,7 @@ def test_erasing_a_deleted_users_personal_data_keeps_the_chain_verifiable(
     sparekey.users.delete("alice", caller=APP)
     assert sparekey.audit.erase_user("alice", caller=APP) == 8
     assert events(sparekey, user_id="alice") == []
-    others = ("user.created", "user.erased", "api_key.created")
+    others = ("user.created", "user.erased", "api_key.created", "keys.dek_created")
     alices = [r for r in sparekey.audit.export() if r.event not in others]
     assert len(alices) == 7
     assert all((r.user_id, r.ip, r.user_agent) == (None, None, None) for r in alices)
@@ -213,14 +213,14 @@ def test_pruning_leaves_a_chain_anchored_by_a_checkpoint(
     sparekey.users.create(user_id="carol", display_name=None, email=None, caller=APP)
     sparekey.audit.seal_all()
     result = sparekey.audit.prune(before=cutoff)
-    assert result.deleted == 9
-    assert result.anchor_seq == 9
+    assert result.deleted == 12
+    assert result.anchor_seq == 12
     assert events(sparekey) == ["user.created"]
     report = sparekey.audit.verify()
     assert report.ok, report.problem
     assert report.sealed == 1
 
-    raw(settings, "DELETE FROM audit_checkpoints WHERE seq = 9")
+    raw(settings, "DELETE FROM audit_checkpoints WHERE seq = 12")
     broken = sparekey.audit.verify()
     assert not broken.ok
     assert "no signed checkpoint anchors the start" in str(broken.problem)

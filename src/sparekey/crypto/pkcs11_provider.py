@@ -77,6 +77,11 @@ class Pkcs11KeyProvider:
                 },
             )
 
+    def destroy(self) -> None:
+        """Destroy the KEK in the token (once no data key or kept backup needs it)."""
+        with self._session() as session:
+            self._kek(session).destroy()
+
     def wrap(self, key: bytes, *, aad: bytes) -> bytes:
         iv = os.urandom(_IV_SIZE)
         with self._session() as session:

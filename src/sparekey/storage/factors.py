@@ -16,13 +16,17 @@ from sparekey.storage.tables import backup_codes, factors, users
 __all__ = [
     "FactorRecord",
     "OtpFactor",
+    "SealedSecret",
     "VerifyState",
     "advance_step",
+    "count_secrets_not_under",
     "delete_expired_pending",
     "delete_factor",
     "get_factor",
     "insert_factor",
     "list_factors",
+    "reseal_secret",
+    "secrets_not_under",
     "update_factor",
     "verify_state",
 ]
@@ -279,3 +283,50 @@ def delete_expired_pending(conn: Connection, user_id: str, *, now: datetime) -> 
         )
     )
     return result.rowcount
+
+
+@dataclass(frozen=True, kw_only=True)
+class SealedSecret:
+    factor_id: str
+    user_id: str
+    key_id: int
+    sealed: bytes
+
+
+def secrets_not_under(
+    conn: Connection, key_id: int, *, after: str, limit: int
+) -> list[SealedSecret]:
+    """The next ``limit`` secrets (in factor id order, after ``after``) sealed by another key."""
+    rows = conn.execute(
+        select(factors.c.id, factors.c.user_id, factors.c.secret_key_id, factors.c.secret)
+        .where(factors.c.secret_key_id != key_id, factors.c.id > after)
+        .order_by(factors.c.id)
+        .limit(limit)
+    ).all()
+    return [
+        SealedSecret(factor_id=row.id, user_id=row.user_id, key_id=row[2], sealed=row.secret)
+        for row in rows
+    ]
+
+
+def count_secrets_not_under(conn: Connection, key_id: int) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(factors).where(factors.c.secret_key_id != key_id)
+        ).scalar_one()
+    )
+
+
+def reseal_secret(conn: Connection, old: SealedSecret, *, key_id: int, sealed: bytes) -> bool:
+    """Replace a sealed secret if it is still the one read (a compare-and-set: a factor deleted
+    or re-enrolled in between is left alone)."""
+    result = conn.execute(
+        update(factors)
+        .where(
+            factors.c.id == old.factor_id,
+            factors.c.secret_key_id == old.key_id,
+            factors.c.secret == old.sealed,
+        )
+        .values(secret=sealed, secret_key_id=key_id)
+    )
+    return result.rowcount == 1

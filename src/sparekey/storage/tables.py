@@ -60,10 +60,12 @@ data_keys = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("purpose", String(16), nullable=False),
-    Column("wrapped", LargeBinary, nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),  # empty once retired (material destroyed)
     Column("kek_id", String(200), nullable=False),
     Column("active", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("public_key", LargeBinary),  # signing keys: the Ed25519 public half, kept for good
+    Column("retired_at", UtcDateTime),
 )
 
 users = Table(
