@@ -107,9 +107,10 @@ class Keyring:
     """Data keys, unwrapped once per process.
 
     ``provider`` (needed only by a new deployment) wraps its first keys; after that the KEK
-    that wrapped the newest data key wraps new ones, and ``resolve`` opens any other KEK a stored key names (after
-    a KEK rotation, or a move from one provider to another). Every ``refresh_seconds`` the keyring
-    re-reads which keys are active, so a rotation started on one node reaches all of them.
+    that wrapped the newest data key wraps new ones, and ``resolve`` opens any other KEK a
+    stored key names (after a KEK rotation, or a move from one provider to another). Every
+    ``refresh_seconds`` the keyring re-reads which keys are active, so a rotation started on one
+    node reaches all of them.
     """
 
     def __init__(
