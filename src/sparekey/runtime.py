@@ -125,7 +125,15 @@ class Sparekey:
         """Connect to an initialized deployment (see :func:`initialize`)."""
         clock = clock or SystemClock()
         db = Database(settings.resolved_database_url)
-        keyring = Keyring(store=SqlKeyStore(db, clock), resolve=kek_resolver(settings))
+        try:
+            keyring = Keyring(
+                store=SqlKeyStore(db, clock),
+                resolve=kek_resolver(settings),
+                refresh_seconds=settings.key_refresh_seconds,
+            )
+        except BaseException:
+            db.dispose()
+            raise
         return cls(settings=settings, db=db, keyring=keyring, clock=clock)
 
     def new_kek(self, kind: str | None = None, *, label: str = "", key_id: str = "") -> KeyProvider:
@@ -317,7 +325,12 @@ def initialize(settings: Settings, *, clock: Clock | None = None) -> InitResult:
         # A deployment that has keys reaches its KEKs by the ids stored with them; only a new
         # one uses (and creates) the configured KEK. A lost KEK is never replaced.
         provider = None if store.list_keys() else _provider_for_new_deployment(settings)
-        keyring = Keyring(provider=provider, store=store, resolve=kek_resolver(settings))
+        keyring = Keyring(
+            provider=provider,
+            store=store,
+            resolve=kek_resolver(settings),
+            refresh_seconds=settings.key_refresh_seconds,
+        )
         created = keyring.ensure_keys()
         app = Sparekey(settings=settings, db=db, keyring=keyring, clock=clock)
         if created:

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     rate_limit_ip_seconds: float = Field(default=60.0, gt=0)
     audit_seal_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+    key_refresh_seconds: float = Field(
+        default=5.0, ge=0, le=300, description="how soon every node uses a newly rotated data key"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(default=False, description="log every HTTP request")
     # Security notifications (services/notifications.py): email over SMTP, webhooks to the app.

@@ -20,11 +20,11 @@ from typing import Annotated
 import typer
 
 from sparekey.cli.common import OPERATOR, DataDir, fail, friendly_errors, open_sparekey
+from sparekey.cli.keys import keys_app
 from sparekey.domain.models import AuditRecord, Scope
 from sparekey.runtime import InitResult, Sparekey, initialize
 from sparekey.services.audit import Sealer
 from sparekey.settings import Settings, load_settings
-from sparekey.storage.keystore import usage_by_key
 
 app = typer.Typer(
     help="Sparekey: two-factor authentication with backup and recovery built in.",
@@ -36,7 +36,6 @@ apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_he
 app.add_typer(apikey_app, name="apikey")
 audit_app = typer.Typer(help="Seal, verify and export the audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-keys_app = typer.Typer(help="The key hierarchy.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 users_app = typer.Typer(help="Personal data of users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
@@ -189,23 +188,6 @@ def apikey_revoke(
     finally:
         sparekey.close()
     typer.echo(f"Revoked API key {key.id} ({key.name})", err=True)
-
-
-@keys_app.command("status")
-@friendly_errors
-def keys_status(data_dir: DataDir = None) -> None:
-    """Each data key: its purpose, the KEK that wraps it, and how many records it protects."""
-    sparekey = open_sparekey(data_dir)
-    try:
-        stored = sparekey.keyring.stored_keys()
-        uses = usage_by_key(sparekey.db)
-    finally:
-        sparekey.close()
-    typer.echo(f"{'ID':>4}  {'PURPOSE':<11} {'STATE':<8} {'RECORDS':>9}  KEK")
-    for key in stored:
-        state = "active" if key.active else "retired"
-        records = uses.get(key.id, 0)
-        typer.echo(f"{key.id:>4}  {key.purpose.value:<11} {state:<8} {records:>9}  {key.kek_id}")
 
 
 @users_app.command("erase")
