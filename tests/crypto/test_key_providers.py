@@ -15,15 +15,16 @@ from sqlalchemy import create_engine, text
 from sparekey.crypto.aead import DecryptionError
 from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
 from sparekey.crypto.providers import KeyProviderError
-from sparekey.domain.models import FactorType
+from sparekey.domain.models import Caller, FactorType
 from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32encode
 from sparekey.runtime import Sparekey, initialize
 from sparekey.settings import Settings, load_settings
-from tests.helpers import totp_code
+from tests.helpers import hotp_code, totp_code
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN, PIN = "sparekey-tests", "1234"
+OPERATOR = Caller(type="operator", id="test")
 
 
 @pytest.fixture(scope="session")
@@ -178,3 +179,82 @@ def test_a_deployment_on_aws_kms(
         aws_region="eu-west-1",
     )
     assert _round_trip(settings, clock) == f"aws-kms:{kms}"
+
+
+def _enrolled_hotp(app: Sparekey) -> str:
+    app.users.create(user_id="alice", display_name=None, email=None)
+    enrollment = app.factors.enroll("alice", type=FactorType.HOTP)
+    secret = b32encode(enrollment.secret)
+    app.factors.confirm("alice", enrollment.factor.id, code=hotp_code(secret, 0))
+    return secret
+
+
+def test_moving_the_kek_from_the_key_file_into_softhsm_and_rotating_inside_it(
+    softhsm: str, tmp_path: Path, database_url: str, clock: FixedClock
+) -> None:
+    label = f"kek-{uuid.uuid4().hex}"
+    settings = load_settings(
+        tmp_path / "data",
+        database_url=database_url,
+        pkcs11_module=SOFTHSM_MODULE,
+        pkcs11_token_label=TOKEN,
+        pkcs11_pin=PIN,
+        pkcs11_key_label=label,
+    )
+    initialize(settings, clock=clock)
+    app = Sparekey.open(settings, clock=clock)
+    try:
+        secret = _enrolled_hotp(app)
+        file_kek = app.keyring.wrapping_provider.kek_id
+        moved = app.keys.rotate_kek(app.new_kek("pkcs11", label=label), caller=OPERATOR)
+        assert moved.current == f"pkcs11:{TOKEN}:{label}"
+        app.destroy_kek(file_kek, caller=OPERATOR)
+    finally:
+        app.close()
+    assert not settings.resolved_key_file.exists(), "the last KEK left the key file: it is gone"
+
+    in_hsm = settings.model_copy(update={"key_provider": "pkcs11"})
+    app = Sparekey.open(in_hsm, clock=clock)
+    try:
+        assert app.verification.verify("alice", hotp_code(secret, 1)).verified
+        rotated = app.keys.rotate_kek(app.new_kek(), caller=OPERATOR)  # a new key, same token
+        assert rotated.current.startswith(f"pkcs11:{TOKEN}:{label}-")
+        app.destroy_kek(moved.current, caller=OPERATOR)
+        assert not hsm(label).exists(), "destroyed inside the token"
+    finally:
+        app.close()
+    app = Sparekey.open(in_hsm, clock=clock)
+    try:
+        assert app.verification.verify("alice", hotp_code(secret, 2)).verified
+        assert [r.event for r in app.audit.export() if r.event.startswith("keys.kek")] == [
+            "keys.kek_rotated",
+            "keys.kek_destroyed",
+            "keys.kek_rotated",
+            "keys.kek_destroyed",
+        ]
+    finally:
+        app.close()
+
+
+def test_moving_the_kek_into_aws_kms(
+    kms: str, tmp_path: Path, database_url: str, clock: FixedClock
+) -> None:
+    settings = load_settings(tmp_path / "data", database_url=database_url, aws_region="eu-west-1")
+    initialize(settings, clock=clock)
+    app = Sparekey.open(settings, clock=clock)
+    try:
+        secret = _enrolled_hotp(app)
+        with pytest.raises(KeyProviderError, match="--aws-kms-key-id"):
+            app.new_kek("aws-kms")
+        moved = app.keys.rotate_kek(app.new_kek("aws-kms", key_id=kms), caller=OPERATOR)
+        assert moved.current == f"aws-kms:{kms}"
+        with pytest.raises(KeyProviderError, match="in AWS"):
+            app.destroy_kek(moved.current, caller=OPERATOR)
+    finally:
+        app.close()
+    settings.resolved_key_file.unlink()  # nothing needs the key file any more
+    app = Sparekey.open(settings, clock=clock)
+    try:
+        assert app.verification.verify("alice", hotp_code(secret, 1)).verified
+    finally:
+        app.close()
