@@ -179,8 +179,35 @@ def test_keys_status_counts_what_each_key_protects(tmp_path: Path) -> None:
     run("audit", "seal", data_dir=data)  # one signed checkpoint
     status = run("keys", "status", data_dir=data)
     assert status.returncode == 0, status.stderr
-    rows = {line.split()[1]: line.split() for line in status.stdout.splitlines()[1:]}
+    table, keks = status.stdout.split("\n\n")
+    rows = {line.split()[1]: line.split() for line in table.splitlines()[1:]}
     assert rows["encryption"][3] == "0"
     assert rows["mac"][3] == "5"
     assert rows["signing"][3] == "1"
     assert all(row[2] == "active" and row[4].startswith("file:") for row in rows.values())
+    assert keks.startswith("KEK file:")
+    assert keks.strip().endswith("(current) wraps 3 data keys")
+
+
+def test_keys_rotate_kek_and_destroy_the_old_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run("init", data_dir=data)
+    old = (data / "sparekey.key").read_text()
+    rotated = run("keys", "rotate-kek", data_dir=data)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "3 data keys are now wrapped by file:" in rotated.stdout
+    assert "backups taken before now need it" in rotated.stderr
+    lines = (data / "sparekey.key").read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[1] == old.strip(), "the retired KEK is kept, second"
+    status = run("keys", "status", data_dir=data).stdout
+    current = status.split("KEK ")[1].split()[0]
+    refused = run("keys", "destroy-kek", current, "--yes", data_dir=data)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert "still wraps data keys" in refused.stderr
+    previous = rotated.stdout.split("(before: ")[1].split(")")[0]
+    destroyed = run("keys", "destroy-kek", previous, "--yes", data_dir=data)
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert len((data / "sparekey.key").read_text().splitlines()) == 1
+    assert run("audit", "verify", data_dir=data).returncode == 0
