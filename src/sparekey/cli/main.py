@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from sparekey.cli.backup import backup_app
 from sparekey.cli.common import OPERATOR, DataDir, fail, friendly_errors, open_sparekey
 from sparekey.cli.keys import keys_app
 from sparekey.domain.models import AuditRecord, Scope
@@ -39,6 +40,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 users_app = typer.Typer(help="Personal data of users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(backup_app, name="backup")
 
 
 def _announce(result: InitResult, settings: Settings) -> None:

@@ -16,6 +16,8 @@
      ├── ThrottledError                 (guessable codes locked for a while; carries retry_after)
      │    └── FactorsSuspendedError     (guessable codes off until a non-guessable success)
      ├── RateLimitedError               (too many requests from one IP or API key)
+     ├── BackupError                    (a backup that cannot be made, opened or restored here)
+     │    └── BackupDamagedError        (truncated, modified, or not a Sparekey backup at all)
      └── AuthError
           ├── AuthenticationError       (no or unknown credential)
           └── PermissionDeniedError     (known credential, missing scope)
@@ -106,6 +108,14 @@ class RateLimitedError(SparekeyError):
     def __init__(self, what: str, retry_after: float) -> None:
         self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(f"too many requests from this {what}; retry in {self.retry_after} s")
+
+
+class BackupError(SparekeyError):
+    """Never raised by a request: backups are made and restored from the command line."""
+
+
+class BackupDamagedError(BackupError):
+    """The file is not what ``sparekey backup create`` wrote; nothing of it is used."""
 
 
 class AuthError(SparekeyError):

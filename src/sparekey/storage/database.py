@@ -20,6 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
@@ -92,6 +93,12 @@ class Database:
                 return None
             row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
             return None if row is None else str(row[0])
+
+    def head_revision(self) -> str:
+        """The revision this code's migrations end at: where :meth:`migrate` brings a database."""
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        assert head is not None
+        return head
 
     def _alembic_config(self) -> Config:
         config = Config()
