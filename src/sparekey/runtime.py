@@ -38,7 +38,8 @@ from sparekey.services.ratelimit import Limit, RequestGuard, build_rate_limiter
 from sparekey.services.throttle import Throttle, ThrottlePolicy
 from sparekey.services.users import UserService
 from sparekey.services.verification import VerificationService
-from sparekey.settings import Settings
+from sparekey.services.webauthn import AuthenticatorDirectory, WebAuthnPolicy, WebAuthnService
+from sparekey.settings import Settings, SettingsError
 from sparekey.storage.database import Database
 from sparekey.storage.keystore import SqlKeyStore
 
@@ -79,6 +80,9 @@ class Sparekey:
         )
         self.keys = KeyManager(db=db, keyring=keyring, clock=clock, auditor=self.audit)
         self.users = UserService(db=db, clock=clock, auditor=self.audit)
+        self.webauthn = WebAuthnService(
+            db=db, clock=clock, auditor=self.audit, policy=_webauthn_policy(settings, clock)
+        )
         self.factors = FactorService(
             db=db,
             keyring=keyring,
@@ -87,6 +91,7 @@ class Sparekey:
             issuer=settings.issuer,
             pending_ttl=timedelta(seconds=settings.pending_factor_ttl_seconds),
             auditor=self.audit,
+            describe=self.webauthn.describe,
         )
         self.backup_codes = BackupCodeService(
             db=db,
@@ -176,6 +181,42 @@ class Sparekey:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def _webauthn_policy(settings: Settings, clock: Clock) -> WebAuthnPolicy:
+    directory = None
+    if settings.webauthn_mds_blob is not None or settings.webauthn_attestation == "direct":
+        directory = _authenticator_directory(settings, clock)
+    return WebAuthnPolicy(
+        rp_id=settings.webauthn_rp_id,
+        rp_name=settings.webauthn_rp_name or settings.issuer,
+        origins=settings.resolved_webauthn_origins,
+        user_verification=settings.webauthn_user_verification,
+        resident_key=settings.webauthn_resident_key,
+        attestation=settings.webauthn_attestation,
+        aaguids=frozenset(settings.resolved_webauthn_aaguids),
+        directory=directory,
+        allow_synced=settings.webauthn_allow_synced,
+        challenge_ttl=timedelta(seconds=settings.webauthn_challenge_seconds),
+    )
+
+
+def _authenticator_directory(settings: Settings, clock: Clock) -> AuthenticatorDirectory:
+    """The FIDO Metadata Service BLOB the operator downloaded (read offline, verified here)."""
+    from sparekey.services.fido_metadata import MetadataIndex
+
+    if settings.webauthn_mds_blob is None or settings.webauthn_mds_root is None:
+        raise SettingsError(
+            "direct attestation needs webauthn_mds_blob (a FIDO Metadata Service BLOB file) and "
+            "webauthn_mds_root (the PEM of the root it is signed under)"
+        )
+    try:
+        root = settings.webauthn_mds_root.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read webauthn_mds_root: {exc}") from None
+    return MetadataIndex.load(
+        settings.webauthn_mds_blob, trust_root_pem=root, now=clock.now().date()
+    )
 
 
 def _limit(requests: int, seconds: float) -> Limit | None:

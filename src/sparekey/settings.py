@@ -68,6 +68,27 @@ class Settings(BaseSettings):
     rate_limit_ip_seconds: float = Field(default=60.0, gt=0)
     audit_seal_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+    webauthn_rp_id: str = Field(default="localhost", min_length=1, max_length=253)
+    webauthn_rp_name: str = Field(default="", max_length=64, description="empty: the issuer")
+    webauthn_origins: str = Field(
+        default="", description="comma-separated origins; empty: this server's public URL"
+    )
+    webauthn_user_verification: Literal["required", "preferred", "discouraged"] = "preferred"
+    webauthn_resident_key: Literal["required", "preferred", "discouraged"] = "preferred"
+    webauthn_attestation: Literal["none", "direct"] = "none"
+    webauthn_aaguids: str = Field(
+        default="", description="comma-separated AAGUIDs allowed with direct attestation"
+    )
+    webauthn_mds_blob: Path | None = Field(
+        default=None, description="a FIDO Metadata Service BLOB file (read offline)"
+    )
+    webauthn_mds_root: Path | None = Field(
+        default=None, description="PEM of the root the BLOB must chain to (FIDO's own)"
+    )
+    webauthn_allow_synced: bool = Field(
+        default=True, description="accept backup-eligible (synced) passkeys"
+    )
+    webauthn_challenge_seconds: int = Field(default=300, ge=30, le=3600)
     key_refresh_seconds: float = Field(
         default=5.0, ge=0, le=300, description="how soon every node uses a newly rotated data key"
     )
@@ -139,6 +160,15 @@ class Settings(BaseSettings):
     @property
     def resolved_key_file(self) -> Path:
         return self.key_file or self.data_dir / "sparekey.key"
+
+    @property
+    def resolved_webauthn_origins(self) -> list[str]:
+        given = [o.strip().rstrip("/") for o in self.webauthn_origins.split(",") if o.strip()]
+        return given or [self.resolved_public_url]
+
+    @property
+    def resolved_webauthn_aaguids(self) -> list[str]:
+        return [a.strip().lower() for a in self.webauthn_aaguids.split(",") if a.strip()]
 
     @property
     def resolved_public_url(self) -> str:

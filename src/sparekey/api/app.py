@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sparekey
 from sparekey.api.metrics import Metrics
 from sparekey.api.problems import PROBLEMS, ProblemModel, problem_response, to_problem
-from sparekey.api.routers import audit, factors, system, users, verify
+from sparekey.api.routers import audit, factors, system, users, verify, webauthn
 from sparekey.domain.errors import SparekeyError
 from sparekey.runtime import Sparekey
 
@@ -49,7 +49,8 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
     )
     api.state.sparekey = app
     api.state.metrics = metrics or Metrics()
-    for router in (verify.router, users.router, factors.router, audit.router, system.router):
+    routers = (verify, users, factors, webauthn, audit, system)
+    for router in (module.router for module in routers):
         api.include_router(router)
     api.router.routes.insert(0, verify.fast_route)  # the hot path skips FastAPI's machinery
     _install_error_handlers(api)

@@ -83,6 +83,7 @@ def bearer_token(request: Request) -> str | None:
 BEARER_SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
 
 
+VerifyKey = Annotated[ApiKey, Depends(require(Scope.VERIFY))]
 ManageKey = Annotated[ApiKey, Depends(require(Scope.MANAGE))]
 AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
 

@@ -67,6 +67,18 @@ _TYPES = [
         "Enrollment expired",
         "The pending factor was not confirmed in time; enroll again.",
     ),
+    ProblemType(
+        "credential-exists",
+        409,
+        "Credential already registered",
+        "This security key or passkey is already registered (to this or another user).",
+    ),
+    ProblemType(
+        "no-credentials",
+        409,
+        "No security key",
+        "The user has no security key or passkey to sign in with.",
+    ),
     ProblemType("conflict", 409, "Conflict", "The request conflicts with the current state."),
     ProblemType(
         "unsupported-media-type",
@@ -85,6 +97,14 @@ _TYPES = [
         422,
         "Code rejected",
         "The code given to confirm or resynchronise a factor did not match it.",
+    ),
+    ProblemType(
+        "credential-rejected",
+        422,
+        "Credential rejected",
+        "The security key's registration response was not accepted: a wrong origin or relying "
+        "party, an expired or reused challenge, a bad signature or attestation, or an "
+        "authenticator this deployment's policy does not allow. `detail` says which.",
     ),
     ProblemType(
         "too-many-attempts",
@@ -161,10 +181,13 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.ApiKeyNotFoundError, "api-key-not-found"),
     (errors.NotFoundError, "not-found"),
     (errors.UserExistsError, "user-exists"),
+    (errors.CredentialExistsError, "credential-exists"),
+    (errors.NoCredentialsError, "no-credentials"),
     (errors.FactorExpiredError, "factor-expired"),
     (errors.FactorStateError, "factor-state"),
     (errors.ConflictError, "conflict"),
     (errors.CodeRejectedError, "code-rejected"),
+    (errors.CredentialRejectedError, "credential-rejected"),
     (errors.FactorsSuspendedError, "factors-suspended"),
     (errors.ThrottledError, "too-many-attempts"),
     (errors.RateLimitedError, "rate-limited"),

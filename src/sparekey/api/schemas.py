@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from webauthn.helpers import bytes_to_base64url
 
 from sparekey.domain.models import AuditRecord, Factor, User
 
@@ -124,28 +125,53 @@ class FactorCreate(Body):
     qr_png: bool = Field(default=False, description="Also return the QR code as a PNG data URI")
 
 
+class WebAuthnOut(BaseModel):
+    credential_id: str = Field(description="base64url, as the browser names the credential")
+    aaguid: str = Field(description="The authenticator model (all zeros when not disclosed)")
+    authenticator_name: str | None = Field(description="The model's name, where known")
+    transports: list[str]
+    attestation_format: str
+    backup_eligible: bool = Field(description="A passkey that may be synced to other devices")
+    backed_up: bool = Field(description="... and is synced, as of its last use")
+    discoverable: bool | None = Field(description="Usable without a user name, when known")
+
+
 class FactorOut(BaseModel):
     id: str
     type: str
     status: Literal["pending", "active"]
     label: str | None
-    algorithm: str
-    digits: int
+    algorithm: str | None = Field(description="OTP factors: the HMAC hash")
+    digits: int | None = Field(description="OTP factors: the code length")
     period: int | None
     drift: int = Field(description="Steps the device's clock was off at its last use (TOTP)")
     created_at: datetime
     confirmed_at: datetime | None
     last_used_at: datetime | None
     expires_at: datetime | None = Field(description="When a pending enrollment lapses")
+    webauthn: WebAuthnOut | None = Field(default=None, description="Security keys and passkeys")
 
     @classmethod
     def of(cls, factor: Factor) -> FactorOut:
+        info = factor.webauthn
+        webauthn = None
+        if info is not None:
+            webauthn = WebAuthnOut(
+                credential_id=bytes_to_base64url(info.credential_id),
+                aaguid=info.aaguid,
+                authenticator_name=info.authenticator_name,
+                transports=list(info.transports),
+                attestation_format=info.attestation_format,
+                backup_eligible=info.backup_eligible,
+                backed_up=info.backed_up,
+                discoverable=info.discoverable,
+            )
         return cls(
             id=factor.id,
             type=factor.type.value,
             status=factor.status.value,
             label=factor.label,
-            algorithm=factor.algorithm.value,
+            algorithm=None if factor.algorithm is None else factor.algorithm.value,
             digits=factor.digits,
             period=factor.period,
             drift=factor.drift,
@@ -153,6 +179,7 @@ class FactorOut(BaseModel):
             confirmed_at=factor.confirmed_at,
             last_used_at=factor.last_used_at,
             expires_at=factor.expires_at,
+            webauthn=webauthn,
         )
 
 
@@ -219,3 +246,42 @@ class AuditRecordOut(BaseModel):
 class AuditPageOut(BaseModel):
     events: list[AuditRecordOut]
     next_cursor: int | None
+
+
+# -- WebAuthn -------------------------------------------------------------------------------------
+
+WebAuthnJson = Annotated[
+    dict[str, Any],
+    Field(description="Browser JSON, as `PublicKeyCredential.toJSON()` gives it"),
+]
+
+
+class WebAuthnOptionsOut(BaseModel):
+    options: dict[str, Any] = Field(
+        description="Pass to `PublicKeyCredential.parseCreationOptionsFromJSON` (registration) or "
+        "`parseRequestOptionsFromJSON` (authentication), then to `navigator.credentials`"
+    )
+
+
+class WebAuthnRegistrationBody(Body):
+    credential: WebAuthnJson
+    label: Annotated[SafeText, Field(max_length=100)] | None = None
+
+
+class WebAuthnAuthenticationStart(Body):
+    user_id: str | None = Field(
+        default=None,
+        pattern=USER_ID_PATTERN,
+        max_length=128,
+        description="Omit for a passkey sign-in without a user name",
+    )
+
+
+class WebAuthnAuthenticationBody(Body):
+    credential: WebAuthnJson
+
+
+class WebAuthnResultOut(BaseModel):
+    verified: bool
+    user_id: str | None = None
+    factor_id: str | None = None

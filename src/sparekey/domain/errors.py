@@ -79,6 +79,23 @@ class InvalidInputError(SparekeyError):
         self.field = field
 
 
+class CredentialRejectedError(InvalidInputError):
+    """A WebAuthn registration response was not accepted (or a policy refused the authenticator)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, field="credential")
+
+
+class CredentialExistsError(ConflictError):
+    def __init__(self) -> None:
+        super().__init__("this security key or passkey is already registered")
+
+
+class NoCredentialsError(ConflictError):
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user {user_id!r} has no security key or passkey")
+
+
 class CodeRejectedError(InvalidInputError):
     def __init__(
         self, detail: str = "the code is not valid for this factor", *, field: str = "code"

@@ -12,6 +12,7 @@ from sparekey.protocols.rfc4226 import HashAlgorithm
 class FactorType(StrEnum):
     TOTP = "totp"
     HOTP = "hotp"
+    WEBAUTHN = "webauthn"
 
     @property
     def guessable(self) -> bool:
@@ -56,6 +57,21 @@ class User:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebAuthnCredential:
+    """What a WebAuthn factor's authenticator told us at registration (all of it public)."""
+
+    credential_id: bytes
+    aaguid: str
+    authenticator_name: str | None
+    transports: tuple[str, ...]
+    attestation_format: str
+    backup_eligible: bool  # a passkey that may be synced to other devices
+    backed_up: bool  # ... and is, as of its last use
+    discoverable: bool | None  # a resident key (passkey sign-in without a user name), when known
+    sign_count: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Factor:
     """A second factor, without its secret."""
 
@@ -64,8 +80,8 @@ class Factor:
     type: FactorType
     status: FactorStatus
     label: str | None
-    algorithm: HashAlgorithm
-    digits: int
+    algorithm: HashAlgorithm | None  # OTP factors only
+    digits: int | None  # OTP factors only
     period: int | None
     last_step: int | None
     drift: int
@@ -73,6 +89,7 @@ class Factor:
     confirmed_at: datetime | None
     last_used_at: datetime | None
     expires_at: datetime | None
+    webauthn: WebAuthnCredential | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import Connection
@@ -14,6 +15,7 @@ from sparekey.domain.errors import (
     FactorExpiredError,
     FactorNotFoundError,
     FactorStateError,
+    InvalidInputError,
     NotFoundError,
     UserNotFoundError,
 )
@@ -45,7 +47,9 @@ class FactorService:
         issuer: str,
         pending_ttl: timedelta,
         auditor: Auditor,
+        describe: Callable[[Factor], Factor] | None = None,
     ) -> None:
+        self._describe = describe or (lambda factor: factor)  # adds what metadata knows
         self._db = db
         self._keyring = keyring
         self._clock = clock
@@ -78,6 +82,11 @@ class FactorService:
         caller: Caller = SYSTEM,
     ) -> Enrollment:
         """Create a pending factor with a fresh seed as long as the hash's output (≥ 160 bits)."""
+        if not type.guessable:
+            raise InvalidInputError(
+                "security keys and passkeys are registered through /webauthn/registrations",
+                field="type",
+            )
         now = self._clock.now()
         factor_id = new_id("fct")
         secret = os.urandom(algorithm.digest_size)
@@ -157,8 +166,8 @@ class FactorService:
         """Find where the user's device is from two consecutive codes and continue from there."""
         now = self._clock.now()
         record = self._get(user_id, factor_id)
-        if record.factor.status is not FactorStatus.ACTIVE:
-            raise FactorStateError("only an active factor can be resynchronised")
+        if record.factor.status is not FactorStatus.ACTIVE or not record.factor.type.guessable:
+            raise FactorStateError("only an active TOTP or HOTP factor can be resynchronised")
         found = find_resync(
             record.otp,
             open_secret(self._keyring, record.otp),
@@ -184,10 +193,11 @@ class FactorService:
         with self._db.read() as conn:
             if not users_repo.user_exists(conn, user_id):
                 raise UserNotFoundError(user_id)
-            return [r.factor for r in repo.list_factors(conn, user_id, now=self._clock.now())]
+            records = repo.list_factors(conn, user_id, now=self._clock.now())
+        return [self._describe(r.factor) for r in records]
 
     def get(self, user_id: str, factor_id: str) -> Factor:
-        return self._get(user_id, factor_id).factor
+        return self._describe(self._get(user_id, factor_id).factor)
 
     def rename(
         self, user_id: str, factor_id: str, *, label: str | None, caller: Caller = SYSTEM

@@ -75,6 +75,7 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         "backup_codes.generated",
         "backup_codes.low",
         "throttle.engaged",
+        "webauthn.counter_regressed",
         "recovery.started",
     }
 )
@@ -258,6 +259,13 @@ _WORDING = {
         "If this was you, wait a little and try again, or use a backup code. If it was not, "
         "someone may know your password: please change it, and contact your administrator "
         "or support team.",
+    ),
+    "webauthn.counter_regressed": _Wording(
+        "A security key on your account may have been copied",
+        "A sign-in with one of your security keys was refused because the key's counter went "
+        "backwards, which is what a copied (cloned) key looks like",
+        "If you did not just sign in, please contact your administrator or support team right "
+        "away. Either way, consider removing that key and registering a new one.",
     ),
     "recovery.started": _Wording(
         "Account recovery was started",

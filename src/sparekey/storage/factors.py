@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, or_, select, update
 
-from sparekey.domain.models import Factor, FactorStatus, FactorType, ThrottleState
+from sparekey.domain.models import (
+    Factor,
+    FactorStatus,
+    FactorType,
+    ThrottleState,
+    WebAuthnCredential,
+)
 from sparekey.protocols.rfc4226 import HashAlgorithm
 from sparekey.storage.prepared import Prepared, Unit, run
-from sparekey.storage.tables import backup_codes, factors, users
+from sparekey.storage.tables import backup_codes, factors, users, webauthn_credentials
 
 __all__ = [
     "FactorRecord",
@@ -51,12 +58,21 @@ class OtpFactor:
 @dataclass(frozen=True, kw_only=True)
 class FactorRecord:
     factor: Factor
-    secret: bytes
-    secret_key_id: int
+    secret: bytes | None  # None: a factor without a secret (WebAuthn)
+    secret_key_id: int | None
 
     @property
     def otp(self) -> OtpFactor:
+        """The OTP view; raises :class:`ValueError` for a factor that is not TOTP or HOTP."""
         f = self.factor
+        if (
+            not f.type.guessable
+            or f.algorithm is None
+            or f.digits is None
+            or self.secret is None
+            or self.secret_key_id is None
+        ):
+            raise ValueError(f"factor {f.id} is not an OTP factor")
         return OtpFactor(
             id=f.id,
             user_id=f.user_id,
@@ -71,14 +87,14 @@ class FactorRecord:
         )
 
 
-def _to_record(row: Row[Any]) -> FactorRecord:
+def _to_record(row: Row[Any], webauthn: WebAuthnCredential | None = None) -> FactorRecord:
     factor = Factor(
         id=row.id,
         user_id=row.user_id,
         type=FactorType(row.type),
         status=FactorStatus(row.status),
         label=row.label,
-        algorithm=HashAlgorithm(row.algorithm),
+        algorithm=None if row.algorithm is None else HashAlgorithm(row.algorithm),
         digits=row.digits,
         period=row.period,
         last_step=row.last_step,
@@ -87,6 +103,7 @@ def _to_record(row: Row[Any]) -> FactorRecord:
         confirmed_at=row.confirmed_at,
         last_used_at=row.last_used_at,
         expires_at=row.expires_at,
+        webauthn=webauthn,
     )
     return FactorRecord(factor=factor, secret=row.secret, secret_key_id=row.secret_key_id)
 
@@ -100,7 +117,7 @@ def insert_factor(conn: Connection, record: FactorRecord) -> None:
             type=f.type.value,
             status=f.status.value,
             label=f.label,
-            algorithm=f.algorithm.value,
+            algorithm=None if f.algorithm is None else f.algorithm.value,
             digits=f.digits,
             period=f.period,
             secret=record.secret,
@@ -119,7 +136,33 @@ def get_factor(conn: Connection, user_id: str, factor_id: str) -> FactorRecord |
     row = conn.execute(
         select(factors).where(factors.c.id == factor_id, factors.c.user_id == user_id)
     ).first()
-    return None if row is None else _to_record(row)
+    return None if row is None else _records(conn, [row])[0]
+
+
+def _records(conn: Connection, rows: Sequence[Row[Any]]) -> list[FactorRecord]:
+    """Factor rows as records, WebAuthn ones with their credential (one more query if any)."""
+    ids = [row.id for row in rows if row.type == FactorType.WEBAUTHN.value]
+    found = {}
+    if ids:
+        credentials = conn.execute(
+            select(webauthn_credentials).where(webauthn_credentials.c.factor_id.in_(ids))
+        )
+        found = {c.factor_id: _credential(c) for c in credentials}
+    return [_to_record(row, found.get(row.id)) for row in rows]
+
+
+def _credential(row: Row[Any]) -> WebAuthnCredential:
+    return WebAuthnCredential(
+        credential_id=bytes(row.credential_id),
+        aaguid=row.aaguid,
+        authenticator_name=None,
+        transports=tuple(t for t in row.transports.split(",") if t),
+        attestation_format=row.attestation_format,
+        backup_eligible=row.backup_eligible,
+        backed_up=row.backed_up,
+        discoverable=row.discoverable,
+        sign_count=row.sign_count,
+    )
 
 
 def list_factors(conn: Connection, user_id: str, *, now: datetime) -> list[FactorRecord]:
@@ -132,7 +175,7 @@ def list_factors(conn: Connection, user_id: str, *, now: datetime) -> list[Facto
         )
         .order_by(factors.c.created_at, factors.c.id)
     )
-    return [_to_record(row) for row in conn.execute(stmt)]
+    return _records(conn, conn.execute(stmt).all())
 
 
 _REMAINING_CODES = (
@@ -166,7 +209,15 @@ _VERIFY_STATE = Prepared(
     .select_from(
         users.outerjoin(
             factors,
-            and_(factors.c.user_id == users.c.id, factors.c.status == FactorStatus.ACTIVE.value),
+            and_(
+                factors.c.user_id == users.c.id,
+                factors.c.status == FactorStatus.ACTIVE.value,
+                # OTP factors only (an IN list would not survive compiling once, see Prepared)
+                or_(
+                    factors.c.type == FactorType.TOTP.value,
+                    factors.c.type == FactorType.HOTP.value,
+                ),
+            ),
         )
     )
     .where(users.c.id == bindparam("user_id"))

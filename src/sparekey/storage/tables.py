@@ -80,6 +80,8 @@ users = Table(
     Column("otp_failures", Integer, nullable=False, server_default=text("0")),
     Column("otp_locked_until", UtcDateTime),
     Column("otp_suspended_at", UtcDateTime),
+    # The opaque WebAuthn user handle (user.id in the ceremonies), made at the first registration
+    Column("webauthn_handle", LargeBinary(64), index=True, unique=True),
 )
 
 factors = Table(
@@ -90,11 +92,12 @@ factors = Table(
     Column("type", String(16), nullable=False),
     Column("status", String(16), nullable=False),
     Column("label", String(100)),
-    Column("algorithm", String(8), nullable=False),
-    Column("digits", SmallInteger, nullable=False),
+    # The OTP columns; NULL for factors without a secret (WebAuthn: see webauthn_credentials)
+    Column("algorithm", String(8)),
+    Column("digits", SmallInteger),
     Column("period", Integer),
-    Column("secret", LargeBinary, nullable=False),
-    Column("secret_key_id", Integer, ForeignKey("data_keys.id"), nullable=False),
+    Column("secret", LargeBinary),
+    Column("secret_key_id", Integer, ForeignKey("data_keys.id")),
     Column("last_step", BigInteger),
     Column("drift", Integer, nullable=False, default=0),
     Column("created_at", UtcDateTime, nullable=False),
@@ -102,6 +105,35 @@ factors = Table(
     Column("last_used_at", UtcDateTime),
     Column("expires_at", UtcDateTime),
     Index(None, "user_id", "status"),
+)
+
+webauthn_credentials = Table(
+    "webauthn_credentials",
+    metadata,
+    Column("factor_id", String(32), ForeignKey("factors.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(128), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("credential_id", LargeBinary(1023), nullable=False, index=True, unique=True),
+    Column("public_key", LargeBinary, nullable=False),  # COSE_Key; public, so stored as is
+    Column("sign_count", BigInteger, nullable=False),
+    Column("aaguid", String(36), nullable=False),
+    Column("transports", String(200), nullable=False),  # comma-separated, as the browser said
+    Column("attestation_format", String(32), nullable=False),
+    Column("backup_eligible", Boolean, nullable=False),
+    Column("backed_up", Boolean, nullable=False),
+    Column("discoverable", Boolean),  # the credProps extension's answer, when given
+    Index(None, "user_id"),
+)
+
+webauthn_challenges = Table(
+    "webauthn_challenges",
+    metadata,
+    # SHA-256 of the challenge: the browser sends the challenge back inside clientDataJSON
+    Column("challenge_hash", LargeBinary(32), primary_key=True),
+    Column("ceremony", String(16), nullable=False),  # "registration" or "authentication"
+    Column("user_id", String(128), ForeignKey("users.id", ondelete="CASCADE")),
+    Column("user_verification", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
 )
 
 backup_codes = Table(
