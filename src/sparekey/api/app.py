@@ -52,7 +52,8 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
     routers = (verify, users, factors, webauthn, audit, system)
     for router in (module.router for module in routers):
         api.include_router(router)
-    api.router.routes.insert(0, verify.fast_route)  # the hot path skips FastAPI's machinery
+    for fast in (verify.fast_route, webauthn.fast_route):  # the hot paths skip FastAPI's machinery
+        api.router.routes.insert(0, fast)
     _install_error_handlers(api)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api

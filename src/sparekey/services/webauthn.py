@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +33,7 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
+from webauthn.authentication.verify_authentication_response import VerifiedAuthentication
 from webauthn.helpers import (
     bytes_to_base64url,
     parse_attestation_object,
@@ -80,6 +81,7 @@ from sparekey.storage import users as users_repo
 from sparekey.storage import webauthn as repo
 from sparekey.storage.database import Database
 from sparekey.storage.factors import FactorRecord
+from sparekey.storage.prepared import Unit
 
 __all__ = ["AuthenticatorDirectory", "WebAuthnPolicy", "WebAuthnResult", "WebAuthnService"]
 
@@ -126,9 +128,9 @@ NOT_VERIFIED = WebAuthnResult(verified=False)
 class _RefusedError(Exception):
     """An assertion that does not verify; ``reason`` goes to the audit log."""
 
-    def __init__(self, reason: str, *, user_id: str | None = None, factor_id: str | None = None):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason, self.user_id, self.factor_id = reason, user_id, factor_id
+        self.reason = reason
 
 
 class WebAuthnService:
@@ -403,96 +405,117 @@ class WebAuthnService:
         self, credential: Mapping[str, Any], *, caller: Caller = SYSTEM
     ) -> WebAuthnResult:
         """Check the browser's AuthenticationResponseJSON. A malformed one raises
-        :class:`InvalidInputError`; one that does not verify answers ``verified: false``."""
+        :class:`InvalidInputError`; one that does not verify answers ``verified: false``.
+
+        The sign-in path: one read, the signature checked outside any transaction, then one short
+        write transaction that takes the challenge, moves the counter and writes the audit
+        record (prepared statements on one pooled connection, like code verification)."""
         parsed = _parse(parse_authentication_credential_json, credential)
         assert isinstance(parsed, AuthenticationCredential)
         challenge = _challenge_of(parsed.response.client_data_json)
-        try:
-            return self._authenticate(parsed, challenge, caller)
-        except _RefusedError as refused:
-            with self._db.write() as conn:
+        now = self._clock.now()
+        with self._db.unit() as unit:
+            stored = repo.find_credential(unit, parsed.raw_id)
+            checked = self._check_assertion(parsed, challenge, stored)
+            unit.write()
+            taken = repo.consume_challenge(unit, hashlib.sha256(challenge).digest(), now=now)
+            try:
+                return self._conclude(unit, parsed, taken, stored, checked, now, caller)
+            except _RefusedError as refused:
                 details: dict[str, object] = {"kind": "webauthn", "reason": refused.reason}
-                if refused.factor_id is not None:
-                    details["factor_id"] = refused.factor_id
+                if stored is not None:
+                    details["factor_id"] = stored.factor_id
                 entry = AuditEntry(
                     event="verify.failed",
                     outcome="failure",
-                    user_id=refused.user_id,
+                    user_id=None if stored is None else stored.user_id,
                     details=details,
                 )
-                self._auditor.record(conn, entry, caller)
-            return NOT_VERIFIED
+                self._auditor.record(unit, entry, caller)
+                return NOT_VERIFIED
 
-    def _authenticate(
-        self, parsed: AuthenticationCredential, challenge: bytes, caller: Caller
-    ) -> WebAuthnResult:
-        policy = self.policy
-        now = self._clock.now()
-        with self._db.write() as conn:
-            taken = repo.consume_challenge(conn, hashlib.sha256(challenge).digest(), now=now)
-        stored = self._read(lambda conn: repo.find_credential(conn, parsed.raw_id))
+    def _check_assertion(
+        self,
+        parsed: AuthenticationCredential,
+        challenge: bytes,
+        stored: repo.StoredCredential | None,
+    ) -> VerifiedAuthentication | str:
+        """The signature, origin, RP id and flags, checked against the stored public key (no
+        state involved); a string says why it failed. User verification is checked later, with
+        what the challenge asked for."""
         if stored is None:
-            raise _RefusedError("unknown credential")
-        who = {"user_id": stored.user_id, "factor_id": stored.factor_id}
-        if taken is None or taken.ceremony != AUTHENTICATION:
-            raise _RefusedError("unknown, expired or reused challenge", **who)
-        if stored.status is not FactorStatus.ACTIVE:
-            raise _RefusedError("credential not active", **who)
-        if taken.user_id is not None and taken.user_id != stored.user_id:
-            raise _RefusedError("credential of another user", **who)
-        handle = parsed.response.user_handle
-        if taken.user_id is None and (not handle or handle != stored.user_handle):
-            raise _RefusedError("user handle does not match the credential", **who)
-        if handle and handle != stored.user_handle:
-            raise _RefusedError("user handle does not match the credential", **who)
+            return "unknown credential"
         try:
-            verified = verify_authentication_response(
+            return verify_authentication_response(
                 credential=parsed,
                 expected_challenge=challenge,
-                expected_rp_id=policy.rp_id,
-                expected_origin=policy.origins,
+                expected_rp_id=self.policy.rp_id,
+                expected_origin=self.policy.origins,
                 credential_public_key=stored.public_key,
-                credential_current_sign_count=0,  # compared below, after the signature
-                require_user_verification=taken.user_verification == "required",
+                credential_current_sign_count=0,  # compared in _conclude, after the signature
             )
         except WebAuthnException as exc:
-            raise _RefusedError(f"did not verify: {exc}"[:200], **who) from None
-        new_count = verified.new_sign_count
-        regressed = (new_count or stored.sign_count) and new_count <= stored.sign_count
-        with self._db.write() as conn:
-            if not regressed and repo.record_use(
-                conn,
-                stored.factor_id,
-                old_count=stored.sign_count,
-                new_count=new_count,
-                backed_up=verified.credential_backed_up,
-                now=now,
-            ):
-                throttle_repo.clear(conn, stored.user_id)  # not guessable: lifts the throttle
-                details = {"factor_id": stored.factor_id, "factor_type": "webauthn"}
-                entry = AuditEntry(
-                    event="verify.succeeded", user_id=stored.user_id, details=details
-                )
-                self._auditor.record(conn, entry, caller)
-                return WebAuthnResult(
-                    verified=True, user_id=stored.user_id, factor_id=stored.factor_id
-                )
-            entry = AuditEntry(
-                event="webauthn.counter_regressed",
-                outcome="failure",
-                user_id=stored.user_id,
-                details={
-                    "factor_id": stored.factor_id,
-                    "stored": stored.sign_count,
-                    "received": new_count,
-                },
-            )
-            self._auditor.record(conn, entry, caller)
-        raise _RefusedError("sign counter did not increase: a cloned authenticator?", **who)
+            return f"did not verify: {exc}"[:200]
 
-    def _read(self, query: Any) -> Any:
-        with self._db.read() as conn:
-            return query(conn)
+    def _conclude(
+        self,
+        unit: Unit,
+        parsed: AuthenticationCredential,
+        taken: repo.Challenge | None,
+        stored: repo.StoredCredential | None,
+        checked: VerifiedAuthentication | str,
+        now: datetime,
+        caller: Caller,
+    ) -> WebAuthnResult:
+        if stored is None:
+            raise _RefusedError("unknown credential")
+        if taken is None or taken.ceremony != AUTHENTICATION:
+            raise _RefusedError("unknown, expired or reused challenge")
+        if stored.status is not FactorStatus.ACTIVE:
+            raise _RefusedError("credential not active")
+        if taken.user_id is not None and taken.user_id != stored.user_id:
+            raise _RefusedError("credential of another user")
+        handle = parsed.response.user_handle
+        if (taken.user_id is None and not handle) or (handle and handle != stored.user_handle):
+            raise _RefusedError("user handle does not match the credential")
+        if isinstance(checked, str):
+            raise _RefusedError(checked)
+        if taken.user_verification == "required" and not checked.user_verified:
+            raise _RefusedError("user verification was required but not performed")
+        new_count = checked.new_sign_count
+        if (new_count or stored.sign_count) and new_count <= stored.sign_count:
+            self._counter_regressed(unit, stored, new_count, caller)
+        if not repo.record_use(
+            unit,
+            stored.factor_id,
+            old_count=stored.sign_count,
+            new_count=new_count,
+            backed_up=checked.credential_backed_up,
+            now=now,
+        ):  # another sign-in with this key moved the counter first: the same alarm
+            self._counter_regressed(unit, stored, new_count, caller)
+        if stored.throttled:
+            throttle_repo.clear(unit, stored.user_id)  # not guessable: lifts the throttle
+        details = {"factor_id": stored.factor_id, "factor_type": "webauthn"}
+        entry = AuditEntry(event="verify.succeeded", user_id=stored.user_id, details=details)
+        self._auditor.record(unit, entry, caller)
+        return WebAuthnResult(verified=True, user_id=stored.user_id, factor_id=stored.factor_id)
+
+    def _counter_regressed(
+        self, unit: Unit, stored: repo.StoredCredential, new_count: int, caller: Caller
+    ) -> None:
+        entry = AuditEntry(
+            event="webauthn.counter_regressed",
+            outcome="failure",
+            user_id=stored.user_id,
+            details={
+                "factor_id": stored.factor_id,
+                "stored": stored.sign_count,
+                "received": new_count,
+            },
+        )
+        self._auditor.record(unit, entry, caller)
+        raise _RefusedError("sign counter did not increase: a cloned authenticator?")
 
 
 def _descriptor(credential_id: bytes, transports: tuple[str, ...]) -> PublicKeyCredentialDescriptor:

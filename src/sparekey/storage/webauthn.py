@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from sparekey.domain.models import FactorStatus, WebAuthnCredential
+from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.tables import factors, users, webauthn_challenges, webauthn_credentials
 
 __all__ = [
@@ -44,6 +45,7 @@ class StoredCredential:
     public_key: bytes
     sign_count: int
     backed_up: bool
+    throttled: bool  # the user's OTP throttle holds failures, a lock or a suspension
 
 
 # -- user handles -------------------------------------------------------------------------------
@@ -106,36 +108,64 @@ def credentials_of(conn: Connection, user_id: str) -> list[tuple[bytes, tuple[st
     return [(bytes(c), tuple(t for t in transports.split(",") if t)) for c, transports in rows]
 
 
-def find_credential(conn: Connection, credential_id: bytes) -> StoredCredential | None:
-    row = conn.execute(
-        select(
-            webauthn_credentials.c.factor_id,
-            webauthn_credentials.c.user_id,
-            users.c.webauthn_handle,
-            factors.c.status,
-            webauthn_credentials.c.public_key,
-            webauthn_credentials.c.sign_count,
-            webauthn_credentials.c.backed_up,
+# The sign-in path runs these prepared (see sparekey.storage.prepared).
+_FIND = Prepared(
+    select(
+        webauthn_credentials.c.factor_id,
+        webauthn_credentials.c.user_id,
+        users.c.webauthn_handle,
+        factors.c.status,
+        webauthn_credentials.c.public_key,
+        webauthn_credentials.c.sign_count,
+        webauthn_credentials.c.backed_up,
+        users.c.otp_failures,
+        users.c.otp_locked_until,
+        users.c.otp_suspended_at,
+    )
+    .select_from(
+        webauthn_credentials.join(factors, factors.c.id == webauthn_credentials.c.factor_id).join(
+            users, users.c.id == webauthn_credentials.c.user_id
         )
-        .join(factors, factors.c.id == webauthn_credentials.c.factor_id)
-        .join(users, users.c.id == webauthn_credentials.c.user_id)
-        .where(webauthn_credentials.c.credential_id == credential_id)
-    ).first()
+    )
+    .where(webauthn_credentials.c.credential_id == bindparam("credential_id"))
+)
+_COUNTER_MATCHES = [
+    webauthn_credentials.c.factor_id == bindparam("factor_id"),
+    webauthn_credentials.c.sign_count == bindparam("old_count"),
+]
+_USE = update(webauthn_credentials).values(
+    sign_count=bindparam("new_count"), backed_up=bindparam("backed_up")
+)
+_USE_COUNTING = Prepared(
+    _USE.where(*_COUNTER_MATCHES, webauthn_credentials.c.sign_count < bindparam("new_count"))
+)
+_USE_AT_ZERO = Prepared(_USE.where(*_COUNTER_MATCHES))
+_TOUCH = Prepared(
+    update(factors)
+    .where(factors.c.id == bindparam("factor_id"))
+    .values(last_used_at=bindparam("now"))
+)
+
+
+def find_credential(target: Connection | Unit, credential_id: bytes) -> StoredCredential | None:
+    row = run(target, _FIND, {"credential_id": credential_id}).fetchone()
     if row is None:
         return None
+    factor_id, user_id, handle, status, public_key, count, backed_up, *throttle = row
     return StoredCredential(
-        factor_id=row.factor_id,
-        user_id=row.user_id,
-        user_handle=None if row.webauthn_handle is None else bytes(row.webauthn_handle),
-        status=FactorStatus(row.status),
-        public_key=bytes(row.public_key),
-        sign_count=int(row.sign_count),
-        backed_up=bool(row.backed_up),
+        factor_id=factor_id,
+        user_id=user_id,
+        user_handle=None if handle is None else bytes(handle),
+        status=FactorStatus(status),
+        public_key=bytes(public_key),
+        sign_count=int(count),
+        backed_up=bool(backed_up),
+        throttled=bool(throttle[0]) or throttle[1] is not None or throttle[2] is not None,
     )
 
 
 def record_use(
-    conn: Connection,
+    target: Connection | Unit,
     factor_id: str,
     *,
     old_count: int,
@@ -145,20 +175,16 @@ def record_use(
 ) -> bool:
     """Store the new signature counter if it still moves forward (a compare-and-set: of two
     assertions racing with the same counter, one wins); a counter of 0 stays 0."""
-    conditions = [
-        webauthn_credentials.c.factor_id == factor_id,
-        webauthn_credentials.c.sign_count == old_count,
-    ]
-    if new_count:
-        conditions.append(webauthn_credentials.c.sign_count < new_count)
-    moved = conn.execute(
-        update(webauthn_credentials)
-        .where(*conditions)
-        .values(sign_count=new_count, backed_up=backed_up)
-    )
-    if moved.rowcount != 1:
+    statement = _USE_COUNTING if new_count else _USE_AT_ZERO
+    parameters = {
+        "factor_id": factor_id,
+        "old_count": old_count,
+        "new_count": new_count,
+        "backed_up": backed_up,
+    }
+    if run(target, statement, parameters).rowcount != 1:
         return False
-    conn.execute(update(factors).where(factors.c.id == factor_id).values(last_used_at=now))
+    run(target, _TOUCH, {"factor_id": factor_id, "now": now})
     return True
 
 
@@ -187,28 +213,26 @@ def insert_challenge(
     )
 
 
+_CONSUME = Prepared(
+    delete(webauthn_challenges)
+    .where(webauthn_challenges.c.challenge_hash == bindparam("challenge_hash"))
+    .returning(
+        webauthn_challenges.c.ceremony,
+        webauthn_challenges.c.user_id,
+        webauthn_challenges.c.user_verification,
+        webauthn_challenges.c.expires_at,
+    )
+)
+
+
 def consume_challenge(
-    conn: Connection, challenge_hash: bytes, *, now: datetime
+    target: Connection | Unit, challenge_hash: bytes, *, now: datetime
 ) -> Challenge | None:
     """Take a challenge out: of any number of responses carrying it, on any node, one gets it."""
-    row = conn.execute(
-        delete(webauthn_challenges)
-        .where(webauthn_challenges.c.challenge_hash == challenge_hash)
-        .returning(
-            webauthn_challenges.c.ceremony,
-            webauthn_challenges.c.user_id,
-            webauthn_challenges.c.user_verification,
-            webauthn_challenges.c.expires_at,
-        )
-    ).first()
-    if row is None or row.expires_at <= now:
+    row = run(target, _CONSUME, {"challenge_hash": challenge_hash}).fetchone()
+    if row is None or row[3] <= now:
         return None
-    return Challenge(
-        ceremony=row.ceremony,
-        user_id=row.user_id,
-        user_verification=row.user_verification,
-        expires_at=row.expires_at,
-    )
+    return Challenge(ceremony=row[0], user_id=row[1], user_verification=row[2], expires_at=row[3])
 
 
 def purge_expired_challenges(conn: Connection, *, now: datetime) -> int:

@@ -3,9 +3,24 @@ with them (verify scope). The JSON in and out is what browsers' WebAuthn JSON me
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+import json
+from typing import Any
 
-from sparekey.api.deps import App, ManageKey, VerifyKey, caller_of
+from fastapi import APIRouter, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+
+from sparekey.api.deps import (
+    BEARER_SECURITY,
+    App,
+    ManageKey,
+    VerifyKey,
+    authorize,
+    bearer_token,
+    caller_of,
+)
 from sparekey.api.schemas import (
     Body,
     FactorOut,
@@ -16,6 +31,8 @@ from sparekey.api.schemas import (
     WebAuthnRegistrationBody,
     WebAuthnResultOut,
 )
+from sparekey.domain.models import Scope
+from sparekey.runtime import Sparekey
 
 router = APIRouter(tags=["webauthn"])
 
@@ -58,17 +75,53 @@ def begin_authentication(
     return WebAuthnOptionsOut(options=app.webauthn.begin_authentication(user_id, caller=caller))
 
 
-@router.post("/v1/webauthn/authentications/verify", response_model=WebAuthnResultOut)
-def finish_authentication(
-    body: WebAuthnAuthenticationBody,
-    app: App,
-    key: VerifyKey,
-) -> WebAuthnResultOut:
+VERIFY_PATH = "/v1/webauthn/authentications/verify"
+
+
+def _read_body(raw: bytes) -> WebAuthnAuthenticationBody:
+    """Validate the JSON body as FastAPI would, with the same errors (``body`` leads each loc)."""
+    try:
+        return WebAuthnAuthenticationBody.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+async def handle_verify(request: Request) -> Response:
+    """The sign-in path, served like code verification (see ``verify.py``): a plain Starlette
+    route placed before the FastAPI ones, the same handler behind the documented route."""
+    app: Sparekey = request.app.state.sparekey
+    key = authorize(app, bearer_token(request), Scope.VERIFY)
+    body = _read_body(await request.body())
+    caller = caller_of(key, body.context)
+    app.guard.ip(caller.ip)
+    if app.db.is_sqlite:  # CPU-bound in this process: a thread hop would only add to it
+        result = app.webauthn.finish_authentication(body.credential, caller=caller)
+    else:  # waits on the network: let other requests run meanwhile
+        result = await run_in_threadpool(
+            app.webauthn.finish_authentication, body.credential, caller=caller
+        )
+    content = {"verified": result.verified, "user_id": result.user_id}
+    content["factor_id"] = result.factor_id
+    return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
+
+
+async def _fast_verify(request: Request) -> Response:
+    return await handle_verify(request)
+
+
+fast_route = Route(VERIFY_PATH, _fast_verify, methods=["POST"])
+_OPENAPI: dict[str, Any] = {
+    "security": BEARER_SECURITY,
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": WebAuthnAuthenticationBody.model_json_schema()}},
+    },
+}
+
+
+@router.post(VERIFY_PATH, response_model=WebAuthnResultOut, openapi_extra=_OPENAPI)
+async def finish_authentication(request: Request) -> Response:
     """`verified: true` with the user and factor, or `verified: false`; never says why (the
-    audit log does)."""
-    result = app.webauthn.finish_authentication(
-        body.credential, caller=caller_of(key, body.context)
-    )
-    return WebAuthnResultOut(
-        verified=result.verified, user_id=result.user_id, factor_id=result.factor_id
-    )
+    audit log does). Needs the `verify` scope."""
+    return await handle_verify(request)
