@@ -160,3 +160,30 @@ def test_direct_attestation_without_metadata_is_a_settings_error(
 ) -> None:
     with pytest.raises(SettingsError, match="webauthn_mds_blob"):
         deployment(settings, clock, webauthn_attestation="direct")
+
+
+def test_resident_key_and_user_verification_settings_reach_the_options(
+    settings: Settings, clock: FixedClock
+) -> None:
+    app = deployment(
+        settings,
+        clock,
+        webauthn_resident_key="required",
+        webauthn_user_verification="discouraged",
+        webauthn_rp_name="Acme Sign-in",
+    )
+    try:
+        options = app.webauthn.begin_registration("alice")
+        assert options["authenticatorSelection"]["residentKey"] == "required"
+        assert options["authenticatorSelection"]["requireResidentKey"] is True
+        assert options["authenticatorSelection"]["userVerification"] == "discouraged"
+        assert options["rp"] == {"name": "Acme Sign-in", "id": "localhost"}
+        assert options["extensions"] == {"credProps": True}
+        factor = register(app, SoftAuthenticator())
+        assert factor.webauthn is not None
+        assert factor.webauthn.discoverable is True
+        request = app.webauthn.begin_authentication("alice")
+        assert request["userVerification"] == "discouraged"
+        assert request["allowCredentials"][0]["id"]
+    finally:
+        app.close()
