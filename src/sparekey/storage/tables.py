@@ -82,6 +82,10 @@ users = Table(
     Column("otp_suspended_at", UtcDateTime),
     # The opaque WebAuthn user handle (user.id in the ceremonies), made at the first registration
     Column("webauthn_handle", LargeBinary(64), index=True, unique=True),
+    # Readiness: when the user last proved their backup codes were saved (by entering one), and
+    # when they last ran a recovery drill
+    Column("backup_codes_proven_at", UtcDateTime),
+    Column("last_drill_at", UtcDateTime),
 )
 
 factors = Table(
@@ -158,6 +162,7 @@ api_keys = Table(
     Column("mac_key_id", Integer, ForeignKey("data_keys.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
+    Column("operator_id", String(32), index=True),  # a personal token: actions are the operator's
 )
 
 # BIGINT everywhere but SQLite, where only INTEGER PRIMARY KEY is the auto-incrementing rowid.
@@ -229,4 +234,66 @@ outbox = Table(
     Column("locked_until", UtcDateTime),
     Index(None, "event_id", "channel", unique=True),
     Index(None, "next_attempt_at"),
+)
+
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False, index=True, unique=True),
+    Column("role", String(16), nullable=False),  # admin, helpdesk, auditor
+    # The operator's own second factors live on a user record of this deployment
+    Column("user_id", String(128), ForeignKey("users.id"), nullable=False, index=True, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime),
+)
+
+trusted_contacts = Table(
+    "trusted_contacts",
+    metadata,
+    Column("user_id", String(128), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", String(128), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "contact_id"),
+)
+
+recovery_cases = Table(
+    "recovery_cases",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(128), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("approval", String(16), nullable=False),  # "admins" or "contacts"
+    Column("approvals_needed", Integer, nullable=False),
+    Column("reason", String(500)),
+    Column("requested_by", String(100), nullable=False),  # "operator:<id>", "api_key:<id>", ...
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("evidence", Text),  # JSON list of the checklist items the verifier checked
+    Column("verified_by", String(100)),
+    Column("waiting_until", UtcDateTime),
+    # The temporary access pass: a keyed hash only, single use
+    Column("pass_digest", LargeBinary(32)),
+    Column("pass_mac_key_id", Integer, ForeignKey("data_keys.id")),
+    Column("pass_expires_at", UtcDateTime),
+    Column("pass_redeemed_at", UtcDateTime),
+    Column("closed_at", UtcDateTime),
+    Column("closed_by", String(100)),
+    Column("close_reason", String(500)),
+    Index(None, "user_id", "state"),
+    Index(None, "state"),
+)
+
+recovery_approvals = Table(
+    "recovery_approvals",
+    metadata,
+    Column(
+        "case_id",
+        String(32),
+        ForeignKey("recovery_cases.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("approver", String(100), primary_key=True),  # "operator:<id>" or "contact:<user id>"
+    Column("approved_at", UtcDateTime, nullable=False),
 )
