@@ -18,6 +18,7 @@ from sparekey.storage.tables import (
     backup_codes,
     data_keys,
     factors,
+    recovery_cases,
 )
 
 __all__ = [
@@ -140,6 +141,7 @@ _KEY_COLUMNS = [
     api_keys.c.mac_key_id,
     audit_events.c.mac_key_id,
     audit_checkpoints.c.signing_key_id,
+    recovery_cases.c.pass_mac_key_id,
 ]
 
 
