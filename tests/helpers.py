@@ -84,16 +84,31 @@ def create_user(client: TestClient, user_id: str = "alice", **fields: str) -> di
     return dict(response.json())
 
 
-def enroll(client: TestClient, user_id: str = "alice", **options: object) -> dict[str, object]:
-    response = client.post(f"/v1/users/{user_id}/factors", json={"type": "totp", **options})
+def enroll(
+    client: TestClient,
+    user_id: str = "alice",
+    *,
+    headers: dict[str, str] | None = None,
+    **options: object,
+) -> dict[str, object]:
+    response = client.post(
+        f"/v1/users/{user_id}/factors", json={"type": "totp", **options}, headers=headers
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
 
 
 def enroll_confirmed_totp(
-    client: TestClient, at: datetime, user_id: str = "alice", **options: object
+    client: TestClient,
+    at: datetime,
+    user_id: str = "alice",
+    *,
+    headers: dict[str, str] | None = None,
+    **options: object,
 ) -> dict[str, object]:
-    factor = enroll(client, user_id, **options)
+    """The factor as enrolled (with its secret), plus the ``assurance_token`` its confirmation
+    gave. ``headers``: a step-up (see :func:`step_up`) if the user already has a factor."""
+    factor = enroll(client, user_id, headers=headers, **options)
     code = totp_code(
         str(factor["secret"]),
         at,
@@ -102,7 +117,24 @@ def enroll_confirmed_totp(
         period=int(str(factor["period"])),
     )
     response = client.post(
-        f"/v1/users/{user_id}/factors/{factor['id']}/confirm", json={"code": code}
+        f"/v1/users/{user_id}/factors/{factor['id']}/confirm", json={"code": code}, headers=headers
     )
     assert response.status_code == 200, response.text
+    factor["assurance_token"] = response.json()["assurance_token"]
     return factor
+
+
+ASSURANCE = "Sparekey-Assurance"
+OVERRIDE = {ASSURANCE: "override", "Sparekey-Override-Reason": "test setup"}
+"""An administrator's audited override of step-up (the ``client`` fixture's key is admin)."""
+
+
+def assured(token: object) -> dict[str, str]:
+    return {ASSURANCE: str(token)}
+
+
+def step_up(client: TestClient, code: str, user_id: str = "alice") -> dict[str, str]:
+    """Headers carrying the assurance token of a real, successful verification with ``code``."""
+    answer = client.post(f"/v1/users/{user_id}/verify", json={"code": code}).json()
+    assert answer["verified"] is True, answer
+    return assured(answer["assurance_token"])

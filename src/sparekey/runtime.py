@@ -22,6 +22,7 @@ from sparekey.crypto.providers import (
 from sparekey.domain.models import Caller, Scope
 from sparekey.domain.ports import Clock, SystemClock
 from sparekey.services.api_keys import ApiKeyService
+from sparekey.services.assurance import AssuranceService
 from sparekey.services.audit import Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.factors import FactorService
@@ -33,8 +34,11 @@ from sparekey.services.notifications import (
     Sender,
     WebhookSender,
 )
+from sparekey.services.operators import OperatorService
 from sparekey.services.otp import OtpPolicy
 from sparekey.services.ratelimit import Limit, RequestGuard, build_rate_limiter
+from sparekey.services.readiness import ReadinessPolicy, ReadinessService
+from sparekey.services.recovery import RecoveryPolicy, RecoveryService
 from sparekey.services.throttle import Throttle, ThrottlePolicy
 from sparekey.services.users import UserService
 from sparekey.services.verification import VerificationService
@@ -72,16 +76,27 @@ class Sparekey:
             interval=settings.notify_poll_seconds,
         )
         self.audit = Auditor(db=db, keyring=keyring, clock=clock, outbox=self.outbox)
+        limiter = build_rate_limiter(settings.redis_url or None)
         self.guard = RequestGuard(
-            build_rate_limiter(settings.redis_url or None),
+            limiter,
             clock=clock,
             per_api_key=_limit(settings.rate_limit_key_requests, settings.rate_limit_key_seconds),
             per_ip=_limit(settings.rate_limit_ip_requests, settings.rate_limit_ip_seconds),
         )
         self.keys = KeyManager(db=db, keyring=keyring, clock=clock, auditor=self.audit)
         self.users = UserService(db=db, clock=clock, auditor=self.audit)
+        self.assurance = AssuranceService(
+            keyring=keyring,
+            clock=clock,
+            auditor=self.audit,
+            ttl=timedelta(seconds=settings.assurance_seconds),
+        )
         self.webauthn = WebAuthnService(
-            db=db, clock=clock, auditor=self.audit, policy=_webauthn_policy(settings, clock)
+            db=db,
+            clock=clock,
+            auditor=self.audit,
+            policy=_webauthn_policy(settings, clock),
+            assurance=self.assurance,
         )
         self.factors = FactorService(
             db=db,
@@ -91,6 +106,7 @@ class Sparekey:
             issuer=settings.issuer,
             pending_ttl=timedelta(seconds=settings.pending_factor_ttl_seconds),
             auditor=self.audit,
+            assurance=self.assurance,
             describe=self.webauthn.describe,
         )
         self.backup_codes = BackupCodeService(
@@ -99,6 +115,7 @@ class Sparekey:
             clock=clock,
             count=settings.backup_code_count,
             auditor=self.audit,
+            assurance=self.assurance,
         )
         self.throttle = Throttle(
             ThrottlePolicy(
@@ -116,6 +133,16 @@ class Sparekey:
             backup_codes=self.backup_codes,
             throttle=self.throttle,
             auditor=self.audit,
+            assurance=self.assurance,
+        )
+        self.readiness = ReadinessService(
+            db=db,
+            clock=clock,
+            policy=ReadinessPolicy(require_proof=settings.backup_codes_require_proof),
+            backup_codes=self.backup_codes,
+            limiter=limiter,
+            check_limit=Limit(requests=settings.drill_checks, per_seconds=settings.drill_seconds),
+            auditor=self.audit,
         )
         self.api_keys = ApiKeyService(
             db=db,
@@ -123,6 +150,18 @@ class Sparekey:
             clock=clock,
             cache_seconds=settings.api_key_cache_seconds,
             auditor=self.audit,
+        )
+        self.operators = OperatorService(
+            db=db, clock=clock, auditor=self.audit, api_keys=self.api_keys
+        )
+        self.recovery = RecoveryService(
+            db=db,
+            keyring=keyring,
+            clock=clock,
+            auditor=self.audit,
+            policy=_recovery_policy(settings),
+            assurance=self.assurance,
+            backup_codes=self.backup_codes,
         )
 
     @classmethod
@@ -181,6 +220,18 @@ class Sparekey:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def _recovery_policy(settings: Settings) -> RecoveryPolicy:
+    return RecoveryPolicy(
+        checklist=settings.resolved_recovery_checklist,
+        min_evidence=settings.recovery_min_evidence,
+        admin_approvals=settings.recovery_admin_approvals,
+        contact_approvals=settings.recovery_contact_approvals,
+        waiting=timedelta(seconds=settings.recovery_waiting_seconds),
+        case_lifetime=timedelta(days=settings.recovery_case_days),
+        pass_lifetime=timedelta(seconds=settings.temporary_pass_seconds),
+    )
 
 
 def _webauthn_policy(settings: Settings, clock: Clock) -> WebAuthnPolicy:

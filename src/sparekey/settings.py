@@ -56,7 +56,18 @@ class Settings(BaseSettings):
     hotp_window: int = Field(default=10, ge=1, le=1000, description="HOTP look-ahead")
     resync_window: int = Field(default=100, ge=2, le=10_000, description="resync search range")
     pending_factor_ttl_seconds: int = Field(default=600, ge=30, le=86_400)
+    assurance_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="how long a verification's assurance token allows sensitive changes",
+    )
     backup_code_count: int = Field(default=10, ge=5, le=30)
+    backup_codes_require_proof: bool = Field(
+        default=True, description="readiness: a set counts as saved once one code was entered"
+    )
+    drill_checks: int = Field(default=5, ge=1, le=100, description="per user per drill_seconds")
+    drill_seconds: float = Field(default=900.0, gt=0, le=86_400)
     throttle_free_failures: int = Field(default=5, ge=1, le=20)
     throttle_base_delay_seconds: float = Field(default=1.0, gt=0, le=60)
     throttle_max_delay_seconds: float = Field(default=900.0, ge=1, le=86_400)
@@ -89,6 +100,16 @@ class Settings(BaseSettings):
         default=True, description="accept backup-eligible (synced) passkeys"
     )
     webauthn_challenge_seconds: int = Field(default=300, ge=30, le=3600)
+    recovery_checklist: str = Field(
+        default="government_id,video_call,known_phone_callback,manager_confirmation,employee_record",
+        description="comma-separated evidence an operator may record as checked",
+    )
+    recovery_min_evidence: int = Field(default=2, ge=1, le=10)
+    recovery_admin_approvals: int = Field(default=1, ge=1, le=5)
+    recovery_contact_approvals: int = Field(default=2, ge=1, le=5)
+    recovery_waiting_seconds: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    recovery_case_days: int = Field(default=7, ge=1, le=90)
+    temporary_pass_seconds: int = Field(default=3600, ge=300, le=28_800)
     key_refresh_seconds: float = Field(
         default=5.0, ge=0, le=300, description="how soon every node uses a newly rotated data key"
     )
@@ -165,6 +186,10 @@ class Settings(BaseSettings):
     def resolved_webauthn_origins(self) -> list[str]:
         given = [o.strip().rstrip("/") for o in self.webauthn_origins.split(",") if o.strip()]
         return given or [self.resolved_public_url]
+
+    @property
+    def resolved_recovery_checklist(self) -> tuple[str, ...]:
+        return tuple(i.strip() for i in self.recovery_checklist.split(",") if i.strip())
 
     @property
     def resolved_webauthn_aaguids(self) -> list[str]:

@@ -7,7 +7,14 @@ from fastapi.testclient import TestClient
 from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32decode, parse
 from tests.api.test_problems import assert_problem
-from tests.helpers import create_user, enroll, enroll_confirmed_totp, hotp_code, totp_code
+from tests.helpers import (
+    create_user,
+    enroll,
+    enroll_confirmed_totp,
+    hotp_code,
+    step_up,
+    totp_code,
+)
 
 
 def test_enrollment_returns_uri_secret_and_qr_once(client: TestClient) -> None:
@@ -104,7 +111,11 @@ def test_rename_and_delete(client: TestClient, clock: FixedClock) -> None:
     renamed = client.patch(f"/v1/users/alice/factors/{factor['id']}", json={"label": "Spare phone"})
     assert renamed.json()["label"] == "Spare phone"
     assert client.get(f"/v1/users/alice/factors/{factor['id']}").json()["label"] == "Spare phone"
-    assert client.delete(f"/v1/users/alice/factors/{factor['id']}").status_code == 204
+    clock.advance(30)
+    headers = step_up(client, totp_code(str(factor["secret"]), clock.now()))
+    path = f"/v1/users/alice/factors/{factor['id']}"
+    assert_problem(client.delete(path, headers=headers), 409, "last-factor")
+    assert client.delete(f"{path}?force=true", headers=headers).status_code == 204
     clock.advance(30)
     code = totp_code(str(factor["secret"]), clock.now())
     assert client.post("/v1/users/alice/verify", json={"code": code}).json() == {"verified": False}
@@ -124,7 +135,9 @@ def test_users_cannot_reach_each_others_factors(client: TestClient, clock: Fixed
 def test_a_user_may_hold_several_factors(client: TestClient, clock: FixedClock) -> None:
     create_user(client)
     primary = enroll_confirmed_totp(client, clock.now(), label="Primary phone")
-    spare = enroll_confirmed_totp(client, clock.now(), label="Spare phone")
+    clock.advance(30)
+    headers = step_up(client, totp_code(str(primary["secret"]), clock.now()))
+    spare = enroll_confirmed_totp(client, clock.now(), label="Spare phone", headers=headers)
     clock.advance(30)
     for factor in (spare, primary):
         code = totp_code(str(factor["secret"]), clock.now())

@@ -10,7 +10,7 @@ from sparekey.domain.ports import FixedClock
 from sparekey.runtime import Sparekey
 from sparekey.services.throttle import ThrottlePolicy
 from tests.api.test_problems import assert_problem
-from tests.helpers import create_user, enroll_confirmed_totp, race, totp_code
+from tests.helpers import assured, create_user, enroll_confirmed_totp, race, totp_code
 
 
 def wrong_code(secret: str, clock: FixedClock) -> str:
@@ -59,8 +59,10 @@ def test_suspension_after_100_and_the_backup_code_still_works(
     client: TestClient, clock: FixedClock
 ) -> None:
     create_user(client)
-    secret = str(enroll_confirmed_totp(client, clock.now())["secret"])
-    codes = client.post("/v1/users/alice/backup-codes").json()["codes"]
+    factor = enroll_confirmed_totp(client, clock.now())
+    secret = str(factor["secret"])
+    confirmed = assured(factor["assurance_token"])  # the confirming code was a fresh proof
+    codes = client.post("/v1/users/alice/backup-codes", headers=confirmed).json()["codes"]
     for _ in range(100):
         clock.advance(900)
         assert verify(client, wrong_code(secret, clock)).status_code == 200
@@ -79,8 +81,10 @@ def test_a_flood_of_wrong_codes_never_blocks_backup_codes(
     client: TestClient, clock: FixedClock
 ) -> None:
     create_user(client)
-    secret = str(enroll_confirmed_totp(client, clock.now())["secret"])
-    codes = client.post("/v1/users/alice/backup-codes").json()["codes"]
+    factor = enroll_confirmed_totp(client, clock.now())
+    secret = str(factor["secret"])
+    confirmed = assured(factor["assurance_token"])  # the confirming code was a fresh proof
+    codes = client.post("/v1/users/alice/backup-codes", headers=confirmed).json()["codes"]
     for _ in range(30):
         verify(client, wrong_code(secret, clock))
     assert verify(client, codes[1]).json()["backup_codes_remaining"] == 9

@@ -153,6 +153,7 @@ def test_backup_codes_single_use_any_format_with_remaining_count(client: TestCli
     assert len(codes) == 10 == len(set(codes))
     first, second = codes[0], codes[1]
     answer = verify(client, first.lower().replace("-", " "))
+    assert str(answer.pop("assurance_token")).startswith("sat1."), "a backup code steps up too"
     assert answer == {"verified": True, "factor_type": "backup_code", "backup_codes_remaining": 9}
     assert verify(client, first) == {"verified": False}
     assert verify(client, second.replace("-", ""))["backup_codes_remaining"] == 8

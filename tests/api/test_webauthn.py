@@ -15,7 +15,7 @@ from sparekey.domain.models import Scope
 from sparekey.domain.ports import FixedClock
 from sparekey.runtime import Sparekey
 from sparekey.settings import Settings, load_settings
-from tests.helpers import create_user, enroll_confirmed_totp
+from tests.helpers import assured, create_user, enroll_confirmed_totp
 from tests.softauthn import SoftAuthenticator, SoftAuthenticatorError, b64url, b64url_decode
 
 ORIGIN = "http://localhost:8000"  # the default: this server's public URL, rp id localhost
@@ -28,14 +28,18 @@ def register(
     *,
     label: str | None = None,
     origin: str = ORIGIN,
+    headers: dict[str, str] | None = None,
 ) -> Any:
-    options = client.post(f"/v1/users/{user_id}/webauthn/registrations")
+    """``headers``: a step-up, once the user has an active factor."""
+    options = client.post(f"/v1/users/{user_id}/webauthn/registrations", headers=headers)
     assert options.status_code == 200, options.text
     credential = authenticator.create(options.json()["options"], origin=origin)
     body: dict[str, Any] = {"credential": credential}
     if label:
         body["label"] = label
-    return client.post(f"/v1/users/{user_id}/webauthn/registrations/verify", json=body)
+    return client.post(
+        f"/v1/users/{user_id}/webauthn/registrations/verify", json=body, headers=headers
+    )
 
 
 def sign_in(
@@ -64,7 +68,8 @@ def test_two_authenticators_for_one_user_each_sign_in(client: TestClient) -> Non
     platform = SoftAuthenticator(backup_eligible=True, backed_up=True)
     roaming = SoftAuthenticator(attachment="cross-platform", aaguid=bytes(range(16)))
     first = register(client, platform, label="Laptop")
-    second = register(client, roaming)
+    _, signed_in = sign_in(client, platform)
+    second = register(client, roaming, headers=assured(signed_in["assurance_token"]))
     assert first.status_code == 201, first.text
     assert second.status_code == 201, second.text
     one, two = first.json(), second.json()
@@ -79,10 +84,12 @@ def test_two_authenticators_for_one_user_each_sign_in(client: TestClient) -> Non
 
     listed = client.get("/v1/users/alice/factors").json()["factors"]
     assert {f["id"] for f in listed} == {one["id"], two["id"]}
-    assert all(f["last_used_at"] is None for f in listed)
+    unused = {f["id"] for f in listed if f["last_used_at"] is None}
+    assert unused == {two["id"]}, "the laptop signed in once, to step up for the second key"
 
     for authenticator, factor in ((platform, one), (roaming, two)):
         _, answer = sign_in(client, authenticator)
+        assert str(answer.pop("assurance_token")).startswith("sat1.")
         assert answer == {"verified": True, "user_id": "alice", "factor_id": factor["id"]}
     used = client.get(f"/v1/users/alice/factors/{one['id']}").json()
     assert used["last_used_at"] is not None
@@ -92,7 +99,10 @@ def test_the_same_key_cannot_be_registered_twice(client: TestClient) -> None:
     create_user(client)
     key = SoftAuthenticator()
     assert register(client, key).status_code == 201
-    options = client.post("/v1/users/alice/webauthn/registrations").json()["options"]
+    _, signed_in = sign_in(client, key)
+    options = client.post(
+        "/v1/users/alice/webauthn/registrations", headers=assured(signed_in["assurance_token"])
+    ).json()["options"]
     assert [c["id"] for c in options["excludeCredentials"]] == [
         b64url(credential_id) for credential_id in key.credentials
     ]
@@ -121,8 +131,13 @@ def test_a_removed_credential_no_longer_signs_in(client: TestClient) -> None:
     create_user(client)
     key = SoftAuthenticator()
     factor = register(client, key).json()
+    _, signed_in = sign_in(client, key)
     options = client.post("/v1/webauthn/authentications", json={"user_id": "alice"}).json()
-    assert client.delete(f"/v1/users/alice/factors/{factor['id']}").status_code == 204
+    removed = client.delete(
+        f"/v1/users/alice/factors/{factor['id']}?force=true",  # the last factor: admin's call
+        headers=assured(signed_in["assurance_token"]),
+    )
+    assert removed.status_code == 204
     assertion = key.get(options["options"], origin=ORIGIN)
     answer = client.post("/v1/webauthn/authentications/verify", json={"credential": assertion})
     assert answer.json() == {"verified": False, "user_id": None, "factor_id": None}
@@ -221,9 +236,9 @@ def test_guessing_totp_codes_never_blocks_a_security_key(
     client: TestClient, clock: FixedClock
 ) -> None:
     create_user(client)
-    enroll_confirmed_totp(client, clock.now())
+    totp = enroll_confirmed_totp(client, clock.now())
     key = SoftAuthenticator()
-    register(client, key)
+    assert register(client, key, headers=assured(totp["assurance_token"])).status_code == 201
     for _ in range(110):  # far past the lock and the suspension
         client.post("/v1/users/alice/verify", json={"code": "000000"})
         clock.advance(901)
@@ -332,14 +347,18 @@ def test_every_ceremony_is_audited(client: TestClient, sparekey: Sparekey) -> No
     key = SoftAuthenticator()
     register(client, key, origin="http://localhost:1")
     factor = register(client, key).json()
-    sign_in(client, key)
-    client.delete(f"/v1/users/alice/factors/{factor['id']}")
-    assert audit_events(sparekey)[-5:] == [
+    _, signed_in = sign_in(client, key)
+    client.delete(
+        f"/v1/users/alice/factors/{factor['id']}?force=true",
+        headers=assured(signed_in["assurance_token"]),
+    )
+    assert audit_events(sparekey)[-6:] == [
         "webauthn.registration_refused",
         "factor.enrolled",
         "factor.confirmed",
         "verify.succeeded",
         "factor.removed",
+        "factor.removal_forced",
     ]
     events = [(r.event, r.details.get("factor_type")) for r in sparekey.audit.export()]
     assert ("factor.confirmed", "webauthn") in events

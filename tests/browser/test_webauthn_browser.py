@@ -25,6 +25,7 @@ from starlette.routing import Route
 from sparekey.api import create_app
 from sparekey.domain.models import Scope
 from sparekey.runtime import Sparekey, initialize
+from sparekey.services.assurance import Assurance
 from sparekey.settings import load_settings
 from tests.cli.test_cli import _free_port
 from tests.softauthn import b64url, b64url_decode
@@ -45,9 +46,13 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Sparekey WebAuthn test page</title></head>
 <body><h1>WebAuthn test page</h1>
 <script>
-const api = (token, path, body) => fetch(path, {
+const api = (token, path, body, assurance) => fetch(path, {
   method: "POST",
-  headers: {"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+  headers: {
+    "Authorization": "Bearer " + token,
+    "Content-Type": "application/json",
+    ...(assurance ? {"Sparekey-Assurance": assurance} : {}),
+  },
   body: JSON.stringify(body || {}),
 }).then(async r => ({status: r.status, body: await r.json()}));
 
@@ -64,10 +69,12 @@ async function get(options) {
 }
 
 // What an application's page does: ask Sparekey for options, ask the browser, send the answer.
-async function register(token, userId, label) {
-  const begun = await api(token, `/v1/users/${userId}/webauthn/registrations`);
+// A user who already has a factor steps up first: `assurance` is a sign-in's assurance_token.
+async function register(token, userId, label, assurance) {
+  const begun = await api(token, `/v1/users/${userId}/webauthn/registrations`, {}, assurance);
   const credential = await create(begun.body.options);
-  return api(token, `/v1/users/${userId}/webauthn/registrations/verify`, {credential, label});
+  const body = {credential, label};
+  return api(token, `/v1/users/${userId}/webauthn/registrations/verify`, body, assurance);
 }
 async function signIn(token, userId) {
   const begun = await api(token, "/v1/webauthn/authentications", userId ? {user_id: userId} : {});
@@ -190,8 +197,12 @@ def keys(page: Page) -> Authenticators:
     return Authenticators(page.context.new_cdp_session(page))
 
 
-def register(page: Page, site: Site, user_id: str, label: str | None = None) -> Any:
-    return page.evaluate("([t, u, l]) => register(t, u, l)", [site.token, user_id, label])
+def register(
+    page: Page, site: Site, user_id: str, label: str | None = None, assurance: str | None = None
+) -> Any:
+    return page.evaluate(
+        "([t, u, l, a]) => register(t, u, l, a)", [site.token, user_id, label, assurance]
+    )
 
 
 def sign_in(page: Page, site: Site, user_id: str | None) -> Any:
@@ -219,8 +230,9 @@ def test_two_authenticators_register_for_one_user_and_each_signs_in(
     laptop = keys.add(transport="internal")
     made = register(page, site, "alice", "Laptop")
     assert made["status"] == 201, made
+    stepped_up = sign_in(page, site, "alice")["body"]["assurance_token"]  # with the laptop
     usb = keys.add(transport="usb", resident=False)
-    second = register(page, site, "alice", "Blue key")
+    second = register(page, site, "alice", "Blue key", stepped_up)
     assert second["status"] == 201, second
     assert second["body"]["webauthn"]["transports"] == ["usb"]
     assert made["body"]["webauthn"]["discoverable"] is True
@@ -230,6 +242,7 @@ def test_two_authenticators_register_for_one_user_and_each_signs_in(
     for authenticator, label in ((laptop, "Laptop"), (usb, "Blue key")):
         keys.use(authenticator)
         answer = sign_in(page, site, "alice")
+        assert str(answer["body"].pop("assurance_token")).startswith("sat1.")
         assert answer["body"] == {
             "verified": True,
             "user_id": "alice",
@@ -243,8 +256,9 @@ def test_the_same_authenticator_cannot_register_twice(
     new_user(site, "alice")
     keys.add()
     assert register(page, site, "alice")["status"] == 201
+    stepped_up = sign_in(page, site, "alice")["body"]["assurance_token"]
     with pytest.raises(Exception, match="InvalidStateError"):
-        register(page, site, "alice")  # excludeCredentials: the browser refuses
+        register(page, site, "alice", None, stepped_up)  # excludeCredentials: the browser refuses
     assert len(site.app.factors.list("alice")) == 1
 
 
@@ -266,7 +280,9 @@ def test_a_removed_credential_can_no_longer_sign_in(
     new_user(site, "alice")
     keys.add(resident=True)
     factor = register(page, site, "alice")["body"]
-    site.app.factors.delete("alice", factor["id"])
+    stepped_up = Assurance(token=sign_in(page, site, "alice")["body"]["assurance_token"])
+    # her only factor: removing it takes an administrator's force
+    site.app.factors.delete("alice", factor["id"], assurance=stepped_up, force=True)
     assert sign_in(page, site, "alice")["body"]["type"] == "/problems/no-credentials"
     answer = sign_in(page, site, None)  # the authenticator still holds it
     assert answer["body"]["verified"] is False

@@ -19,10 +19,10 @@ APP = Caller(type="api_key", id="key1", ip="203.0.113.9", user_agent="Browser/1.
 def populate(sparekey: Sparekey, clock: FixedClock) -> str:
     """A user who enrolls, signs in, fails once and uses a backup code: a dozen events."""
     sparekey.users.create(user_id="alice", display_name=None, email=None, caller=APP)
+    codes = sparekey.backup_codes.regenerate("alice", caller=APP).codes  # no factor yet: no step-up
     enrollment = sparekey.factors.enroll("alice", type=FactorType.TOTP, caller=APP)
     secret = b32encode(enrollment.secret)
     sparekey.factors.confirm("alice", enrollment.factor.id, code=totp_code(secret, clock.now()))
-    codes = sparekey.backup_codes.regenerate("alice", caller=APP).codes
     clock.advance(30)
     good = totp_code(secret, clock.now())
     assert sparekey.verification.verify("alice", good, caller=APP).verified
@@ -47,9 +47,9 @@ def test_events_are_recorded_with_caller_and_context(sparekey: Sparekey, clock: 
     code = populate(sparekey, clock)
     assert events(sparekey, user_id="alice") == [
         "user.created",
+        "backup_codes.generated",
         "factor.enrolled",
         "factor.confirmed",
-        "backup_codes.generated",
         "verify.succeeded",
         "verify.failed",
         "backup_code.used",

@@ -20,6 +20,7 @@ from sparekey.domain.models import Caller, FactorType, Scope
 from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32decode, b32encode
 from sparekey.runtime import Sparekey, initialize, kek_resolver
+from sparekey.services.assurance import Assurance
 from sparekey.services.backup import (
     MAGIC,
     SEEDED_TABLES,
@@ -129,17 +130,25 @@ def populate(app: Sparekey, clock: FixedClock) -> list[Enrolled]:
         app.users.create(
             user_id=user, display_name=f"Drill {n}", email=f"{user}@example.org", caller=APP
         )
+        codes = app.backup_codes.regenerate(user, caller=APP).codes  # no factor yet: no step-up
         totp = app.factors.enroll(user, type=FactorType.TOTP, caller=APP)
         totp_seed = b32encode(totp.secret)
         app.factors.confirm(user, totp.factor.id, code=totp_code(totp_seed, clock.now()))
-        hotp = app.factors.enroll(user, type=FactorType.HOTP, caller=APP)
+        people.append((user, totp_seed, codes))
+    clock.advance(30)
+    added = []
+    for user, totp_seed, codes in people:  # the second factor, stepped up with the first
+        signed_in = app.verification.verify(user, totp_code(totp_seed, clock.now()), caller=APP)
+        stepped_up = Assurance(token=signed_in.assurance_token)
+        hotp = app.factors.enroll(user, type=FactorType.HOTP, caller=APP, assurance=stepped_up)
         hotp_seed = b32encode(hotp.secret)
-        app.factors.confirm(user, hotp.factor.id, code=hotp_code(hotp_seed, 0))
-        codes = app.backup_codes.regenerate(user, caller=APP).codes
-        people.append((user, totp_seed, hotp_seed, codes))
+        app.factors.confirm(
+            user, hotp.factor.id, code=hotp_code(hotp_seed, 0), assurance=stepped_up
+        )
+        added.append((user, totp_seed, hotp_seed, codes))
     clock.advance(30)
     enrolled = []
-    for user, totp_seed, hotp_seed, codes in people:
+    for user, totp_seed, hotp_seed, codes in added:
         code = totp_code(totp_seed, clock.now())
         assert app.verification.verify(user, code, caller=APP).verified
         assert app.verification.verify(user, hotp_code(hotp_seed, 1), caller=APP).verified

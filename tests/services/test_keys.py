@@ -15,6 +15,7 @@ from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32encode
 from sparekey.protocols.rfc4226 import hotp
 from sparekey.runtime import Sparekey
+from sparekey.services.assurance import Assurance
 from sparekey.settings import Settings, load_settings
 from tests.helpers import hotp_code
 
@@ -45,11 +46,15 @@ def hotp_users(sparekey: Sparekey, count: int) -> dict[str, tuple[bytes, int]]:
     return users
 
 
-def verify_all(sparekey: Sparekey, users: dict[str, tuple[bytes, int]]) -> None:
+def verify_all(sparekey: Sparekey, users: dict[str, tuple[bytes, int]]) -> dict[str, Assurance]:
+    """Each user signs in with their next code; returns the step-up each verification gave."""
+    stepped_up = {}
     for user_id, (seed, counter) in users.items():
         result = sparekey.verification.verify(user_id, hotp(key=seed, counter=counter))
         assert result.verified, user_id
         users[user_id] = (seed, counter + 1)
+        stepped_up[user_id] = Assurance(token=result.assurance_token)
+    return stepped_up
 
 
 def key_ids_in_use(settings: Settings) -> dict[int, int]:
@@ -111,8 +116,11 @@ def test_an_interrupted_rotation_resumes_on_the_same_key_and_codes_work_througho
         )
     new = sparekey.keyring.active_id(KeyPurpose.ENCRYPTION)
     assert key_ids_in_use(settings) == {new: 20, old: 10}
-    verify_all(sparekey, users)  # half-rotated: every secret opens, new enrollments use the new key
-    enrollment = sparekey.factors.enroll("user-0000", type=FactorType.TOTP)
+    # half-rotated: every secret opens, new enrollments use the new key
+    stepped_up = verify_all(sparekey, users)
+    enrollment = sparekey.factors.enroll(
+        "user-0000", type=FactorType.TOTP, assurance=stepped_up["user-0000"]
+    )
     assert enrollment.factor.id
     assert key_ids_in_use(settings) == {new: 21, old: 10}
 
@@ -128,17 +136,19 @@ def test_an_interrupted_rotation_resumes_on_the_same_key_and_codes_work_througho
 
 
 def test_a_node_that_has_not_seen_the_new_key_yet_is_swept_up(
-    sparekey: Sparekey, settings: Settings
+    sparekey: Sparekey, settings: Settings, clock: FixedClock
 ) -> None:
     """A node sealing with the old key during the rotation's grace period is caught by the
     second sweep, so the old key is destroyed only when nothing uses it."""
-    hotp_users(sparekey, 3)
-    lagging = Sparekey.open(settings.model_copy(update={"key_refresh_seconds": 3600}))
+    users = hotp_users(sparekey, 3)
+    stepped_up = verify_all(sparekey, users)
+    lagging = Sparekey.open(settings.model_copy(update={"key_refresh_seconds": 3600}), clock=clock)
     try:
         old = lagging.keyring.active_id(KeyPurpose.ENCRYPTION)
 
         def enroll_on_the_lagging_node(seconds: float) -> None:
-            lagging.factors.enroll("user-0001", type=FactorType.TOTP)
+            assurance = stepped_up["user-0001"]
+            lagging.factors.enroll("user-0001", type=FactorType.TOTP, assurance=assurance)
 
         sparekey.keys._sleep = enroll_on_the_lagging_node  # the grace period, used by a late write
         rotation = sparekey.keys.rotate_dek(KeyPurpose.ENCRYPTION)

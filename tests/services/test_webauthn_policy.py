@@ -12,6 +12,7 @@ import pytest
 from sparekey.domain.errors import CredentialRejectedError
 from sparekey.domain.ports import FixedClock
 from sparekey.runtime import Sparekey, initialize
+from sparekey.services.assurance import NO_ASSURANCE, Assurance
 from sparekey.settings import Settings, SettingsError, load_settings
 from tests.mds_blob import MdsEntry, build_blob, make_mds_signer
 from tests.softauthn import SoftAuthenticator, TestCA
@@ -30,9 +31,20 @@ def deployment(settings: Settings, clock: FixedClock, **policy: Any) -> Sparekey
     return app
 
 
-def register(app: Sparekey, authenticator: SoftAuthenticator) -> Any:
-    options = app.webauthn.begin_registration("alice")
-    return app.webauthn.finish_registration("alice", authenticator.create(options, origin=ORIGIN))
+def register(
+    app: Sparekey, authenticator: SoftAuthenticator, assurance: Assurance = NO_ASSURANCE
+) -> Any:
+    options = app.webauthn.begin_registration("alice", assurance=assurance)
+    credential = authenticator.create(options, origin=ORIGIN)
+    return app.webauthn.finish_registration("alice", credential, assurance=assurance)
+
+
+def sign_in(app: Sparekey, authenticator: SoftAuthenticator) -> Assurance:
+    """A real sign-in with the key; its assurance token steps alice up for more keys."""
+    options = app.webauthn.begin_authentication("alice")
+    result = app.webauthn.finish_authentication(authenticator.get(options, origin=ORIGIN))
+    assert result.verified
+    return Assurance(token=result.assurance_token)
 
 
 def test_required_user_verification_refuses_a_key_without_it(
@@ -116,6 +128,7 @@ def test_direct_attestation_accepts_a_certified_model_and_names_it(
         listed = app.factors.list("alice")
         assert listed[0].webauthn is not None
         assert listed[0].webauthn.authenticator_name == "Acme Key 5"
+        stepped_up = sign_in(app, acme)
 
         refusals = {
             "no attestation": SoftAuthenticator(aaguid=ACME),
@@ -132,7 +145,7 @@ def test_direct_attestation_accepts_a_certified_model_and_names_it(
         }
         for why, authenticator in refusals.items():
             with pytest.raises(CredentialRejectedError):
-                register(app, authenticator)
+                register(app, authenticator, stepped_up)
             assert len(app.factors.list("alice")) == 1, why
     finally:
         app.close()

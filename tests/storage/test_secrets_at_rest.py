@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, inspect, text
 from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32decode
 from sparekey.settings import Settings
-from tests.helpers import create_user, enroll, enroll_confirmed_totp, totp_code
+from tests.helpers import assured, create_user, enroll, enroll_confirmed_totp, totp_code
 
 
 def _all_bytes(settings: Settings, backend: str) -> bytes:
@@ -45,11 +45,15 @@ def test_no_seed_or_backup_code_in_the_database(
     client: TestClient, clock: FixedClock, settings: Settings, backend: str
 ) -> None:
     create_user(client)
+    totp = enroll_confirmed_totp(client, clock.now())
+    confirmed = assured(totp["assurance_token"])  # the confirming code stepped alice up
     seeds = [
-        b32decode(str(enroll_confirmed_totp(client, clock.now())["secret"])),
-        b32decode(str(enroll(client, type="hotp", algorithm="SHA512")["secret"])),
+        b32decode(str(totp["secret"])),
+        b32decode(
+            str(enroll(client, type="hotp", algorithm="SHA512", headers=confirmed)["secret"])
+        ),
     ]
-    codes = client.post("/v1/users/alice/backup-codes").json()["codes"]
+    codes = client.post("/v1/users/alice/backup-codes", headers=confirmed).json()["codes"]
     stored = _all_bytes(settings, backend)
     assert len(stored) > 1000
     for seed in seeds:

@@ -15,7 +15,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sparekey
 from sparekey.api.metrics import Metrics
 from sparekey.api.problems import PROBLEMS, ProblemModel, problem_response, to_problem
-from sparekey.api.routers import audit, factors, system, users, verify, webauthn
+from sparekey.api.routers import (
+    audit,
+    factors,
+    readiness,
+    recovery,
+    system,
+    users,
+    verify,
+    webauthn,
+)
 from sparekey.domain.errors import SparekeyError
 from sparekey.runtime import Sparekey
 
@@ -49,7 +58,7 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
     )
     api.state.sparekey = app
     api.state.metrics = metrics or Metrics()
-    routers = (verify, users, factors, webauthn, audit, system)
+    routers = (verify, users, factors, webauthn, readiness, recovery, audit, system)
     for router in (module.router for module in routers):
         api.include_router(router)
     for fast in (verify.fast_route, webauthn.fast_route):  # the hot paths skip FastAPI's machinery

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sparekey.api.metrics import Metrics
 from sparekey.api.schemas import RequestContext
 from sparekey.domain.errors import AuthenticationError, PermissionDeniedError
-from sparekey.domain.models import ApiKey, Caller, Scope
+from sparekey.domain.models import ApiKey, Caller, OperatorRole, Scope
 from sparekey.runtime import Sparekey
 
 __all__ = [
@@ -56,21 +56,26 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
 
     async def dependency(
         app: App,
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiKey:
-        return authorize(app, credentials.credentials if credentials else None, scope)
+        token = credentials.credentials if credentials else None
+        return authorize(app, token, scope, method=request.method)
 
     return dependency
 
 
-def authorize(app: Sparekey, token: str | None, scope: Scope) -> ApiKey:
-    """The API key behind a bearer ``token``, if it is live and holds ``scope``."""
+def authorize(app: Sparekey, token: str | None, scope: Scope, *, method: str = "POST") -> ApiKey:
+    """The API key behind a bearer ``token``, if it is live and holds ``scope``. An auditor's
+    personal token reads and never changes anything."""
     if not token:
         raise AuthenticationError("send an API key as `Authorization: Bearer sk_...`")
     key = app.api_keys.authenticate(token)
     app.guard.api_key(key.id)
     if not key.allows(scope):
         raise PermissionDeniedError(f"this API key lacks the {scope.value!r} scope")
+    if key.operator_role == OperatorRole.AUDITOR and method not in ("GET", "HEAD"):
+        raise PermissionDeniedError("an auditor's token reads only")
     return key
 
 
@@ -89,7 +94,16 @@ AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
 
 
 def caller_of(key: ApiKey, context: RequestContext | None) -> Caller:
-    """The caller a service records: the API key, and the end user's context if given."""
-    if context is None:
-        return Caller(type="api_key", id=key.id)
-    return Caller(type="api_key", id=key.id, ip=context.ip, user_agent=context.user_agent)
+    """The caller a service records: the operator whose personal token this is, or the API key;
+    and the end user's context if given."""
+    ip = context.ip if context else None
+    user_agent = context.user_agent if context else None
+    if key.operator_id is not None:
+        return Caller(
+            type="operator",
+            id=key.operator_id,
+            role=key.operator_role,
+            ip=ip,
+            user_agent=user_agent,
+        )
+    return Caller(type="api_key", id=key.id, ip=ip, user_agent=user_agent)

@@ -42,6 +42,17 @@ _TYPES = [
     ProblemType(
         "forbidden", 403, "Not allowed", "The API key lacks the scope this operation needs."
     ),
+    ProblemType(
+        "assurance-required",
+        403,
+        "Fresh second factor required",
+        "Adding or removing a factor, or making new backup codes, for a user who has an active "
+        "factor needs a fresh verification: send the `assurance_token` of a successful verify "
+        "(valid a few minutes) in the `Sparekey-Assurance` header. `detail` says whether it "
+        "was missing, expired, for another user, not valid, or an enrollment token used for "
+        "more than adding a factor. An admin-scope key may send `Sparekey-Assurance: override` "
+        "instead (audited).",
+    ),
     ProblemType("not-found", 404, "Not found", "There is no such resource."),
     ProblemType("user-not-found", 404, "User not found", "No user has this id."),
     ProblemType(
@@ -79,6 +90,22 @@ _TYPES = [
         "No security key",
         "The user has no security key or passkey to sign in with.",
     ),
+    ProblemType(
+        "last-factor",
+        409,
+        "Last factor",
+        "Removing this factor would leave the user without any active factor, or without any "
+        "security key or passkey. Add another first, mark it lost if the device is gone, or "
+        "remove it with an admin-scope key and `force=true` (audited).",
+    ),
+    ProblemType(
+        "recovery-state",
+        409,
+        "Recovery case in the wrong state",
+        "The recovery case's state does not allow this step (steps cannot be skipped, and a "
+        "closed case cannot be resumed); `detail` says which state it is in.",
+    ),
+    ProblemType("case-not-found", 404, "Recovery case not found", "No recovery case has this id."),
     ProblemType("conflict", 409, "Conflict", "The request conflicts with the current state."),
     ProblemType(
         "unsupported-media-type",
@@ -120,6 +147,14 @@ _TYPES = [
         "After too many wrong codes in a row, codes from authenticator apps are refused until the "
         "user signs in with a backup code or a security key, or an administrator lifts the "
         "suspension.",
+    ),
+    ProblemType(
+        "drill-limited",
+        429,
+        "Too many backup-code checks",
+        "Recovery drills may check a user's backup codes only a few times in a while "
+        "(`drill_checks` per `drill_seconds`); retry after the seconds in `Retry-After`. "
+        "Signing in with a backup code is not limited by this.",
     ),
     ProblemType(
         "rate-limited",
@@ -179,19 +214,24 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.UserNotFoundError, "user-not-found"),
     (errors.FactorNotFoundError, "factor-not-found"),
     (errors.ApiKeyNotFoundError, "api-key-not-found"),
+    (errors.CaseNotFoundError, "case-not-found"),
     (errors.NotFoundError, "not-found"),
     (errors.UserExistsError, "user-exists"),
     (errors.CredentialExistsError, "credential-exists"),
     (errors.NoCredentialsError, "no-credentials"),
     (errors.FactorExpiredError, "factor-expired"),
     (errors.FactorStateError, "factor-state"),
+    (errors.LastFactorError, "last-factor"),
+    (errors.RecoveryStateError, "recovery-state"),
     (errors.ConflictError, "conflict"),
     (errors.CodeRejectedError, "code-rejected"),
     (errors.CredentialRejectedError, "credential-rejected"),
     (errors.FactorsSuspendedError, "factors-suspended"),
     (errors.ThrottledError, "too-many-attempts"),
+    (errors.DrillLimitedError, "drill-limited"),
     (errors.RateLimitedError, "rate-limited"),
     (errors.InvalidInputError, "invalid-input"),
+    (errors.AssuranceRequiredError, "assurance-required"),
     (errors.AuthenticationError, "unauthorized"),
     (errors.PermissionDeniedError, "forbidden"),
     (errors.AuthError, "unauthorized"),

@@ -11,7 +11,8 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from webauthn.helpers import bytes_to_base64url
 
-from sparekey.domain.models import AuditRecord, Factor, User
+from sparekey.domain.models import AuditRecord, Factor, RecoveryCase, User
+from sparekey.domain.readiness import OrgReadiness, UserReadiness
 
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=:~-]{0,127}$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -139,7 +140,7 @@ class WebAuthnOut(BaseModel):
 class FactorOut(BaseModel):
     id: str
     type: str
-    status: Literal["pending", "active"]
+    status: Literal["pending", "active", "lost"]
     label: str | None
     algorithm: str | None = Field(description="OTP factors: the HMAC hash")
     digits: int | None = Field(description="OTP factors: the code length")
@@ -183,6 +184,13 @@ class FactorOut(BaseModel):
         )
 
 
+class ConfirmedFactorOut(FactorOut):
+    assurance_token: str = Field(
+        description="The confirming code was a fresh verification: a step-up token, as verify "
+        "gives (for example to make backup codes right after a first enrollment)"
+    )
+
+
 class EnrollmentOut(FactorOut):
     otpauth_uri: str = Field(description="Shown once; put it in a QR code or the user's app")
     secret: str = Field(description="The seed in base32, for typing in by hand; shown once")
@@ -213,11 +221,19 @@ class BackupCodesOut(BaseModel):
     created_at: datetime
 
 
+_STEP_UP_DOC = (
+    "When verified: send it as `Sparekey-Assurance` to add or remove this user's factors or make "
+    "new backup codes in the next minutes (`assurance_seconds`). A bearer secret: keep it in the "
+    "user's server-side session, never log it"
+)
+
+
 class VerifyOut(BaseModel):
     verified: bool
     factor_id: str | None = Field(default=None, description="The factor that matched")
     factor_type: Literal["totp", "hotp", "backup_code"] | None = None
     backup_codes_remaining: int | None = None
+    assurance_token: str | None = Field(default=None, description=_STEP_UP_DOC)
 
 
 class Health(BaseModel):
@@ -285,3 +301,204 @@ class WebAuthnResultOut(BaseModel):
     verified: bool
     user_id: str | None = None
     factor_id: str | None = None
+    assurance_token: str | None = Field(default=None, description=_STEP_UP_DOC)
+
+
+# -- recovery -------------------------------------------------------------------------------------
+
+CaseIdPath = Annotated[str, Path(pattern=r"^rc_[a-z2-7]{1,40}$", description="A recovery case id")]
+
+
+class RecoveryCaseOut(BaseModel):
+    id: str
+    user_id: str
+    state: str = Field(
+        description="requested, identity_verified, waiting, ready, completed, denied, cancelled "
+        "or expired"
+    )
+    approval: Literal["admins", "contacts"]
+    approvals_needed: int
+    approvals: list[str] = Field(description="`operator:<id>` or `contact:<user id>`")
+    reason: str | None
+    requested_by: str
+    created_at: datetime
+    updated_at: datetime
+    evidence: list[str] = Field(description="The checklist items the verifier checked")
+    verified_by: str | None
+    waiting_until: datetime | None
+    pass_expires_at: datetime | None
+    pass_redeemed_at: datetime | None
+    closed_at: datetime | None
+    closed_by: str | None
+    close_reason: str | None
+
+    @classmethod
+    def of(cls, case: RecoveryCase) -> RecoveryCaseOut:
+        return cls(
+            id=case.id,
+            user_id=case.user_id,
+            state=case.state.value,
+            approval="contacts" if case.approval == "contacts" else "admins",
+            approvals_needed=case.approvals_needed,
+            approvals=list(case.approvals),
+            reason=case.reason,
+            requested_by=case.requested_by,
+            created_at=case.created_at,
+            updated_at=case.updated_at,
+            evidence=list(case.evidence),
+            verified_by=case.verified_by,
+            waiting_until=case.waiting_until,
+            pass_expires_at=case.pass_expires_at,
+            pass_redeemed_at=case.pass_redeemed_at,
+            closed_at=case.closed_at,
+            closed_by=case.closed_by,
+            close_reason=case.close_reason,
+        )
+
+
+class RecoveryCaseList(BaseModel):
+    cases: list[RecoveryCaseOut]
+
+
+class CaseCreate(Body):
+    user_id: str = Field(pattern=USER_ID_PATTERN, max_length=128)
+    reason: Annotated[SafeText, Field(max_length=500)] | None = None
+    approval: Literal["admins", "contacts"] = "admins"
+
+
+class EvidenceBody(Body):
+    evidence: list[Annotated[str, Field(max_length=64)]] = Field(max_length=20)
+
+
+class ReasonBody(Body):
+    reason: Annotated[SafeText, Field(max_length=500)] | None = None
+
+
+class ContactApprovalBody(Body):
+    contact_id: str = Field(pattern=USER_ID_PATTERN, max_length=128)
+
+
+class PassBody(Body):
+    lifetime_seconds: int | None = Field(default=None, ge=300, le=28_800)
+
+
+class PassOut(BaseModel):
+    case: RecoveryCaseOut
+    access_pass: str = Field(description="Shown once; give it to the user by a trusted channel")
+    expires_at: datetime
+
+
+class RedeemBody(Body):
+    access_pass: str = Field(alias="pass", min_length=1, max_length=64)
+
+
+class RedeemOut(BaseModel):
+    case_id: str
+    enrollment_token: str = Field(
+        description="Send as `Sparekey-Assurance` to enroll one new factor; good for nothing else"
+    )
+    expires_at: datetime
+
+
+class CompleteBody(Body):
+    factors: dict[str, Literal["keep", "revoke"]] = Field(
+        description="For every factor the user had before redeeming the pass: keep or revoke"
+    )
+
+
+class CompletedOut(BaseModel):
+    case: RecoveryCaseOut
+    revoked: list[str]
+    backup_codes: list[str] = Field(description="The new set, shown once")
+
+
+class ContactsBody(Body):
+    contacts: list[str] = Field(max_length=5)
+
+
+class ContactsOut(BaseModel):
+    contacts: list[str]
+
+
+# -- Readiness and recovery drills ----------------------------------------------------------------
+
+
+class ReadinessActionOut(BaseModel):
+    id: str = Field(examples=["generate_backup_codes"])
+    title: str
+    why: str
+    impact: int = Field(description="Points the score gains once this is done")
+
+
+class ReadinessFactsOut(BaseModel):
+    active_factors: int
+    phishing_resistant_factors: int = Field(description="Active security keys and passkeys")
+    stale_factors: int = Field(description="Active factors unused for 180 days")
+    backup_codes_unused: int
+    backup_codes_used: int
+    backup_codes_proven: bool = Field(description="A drill checked a code of the current set")
+    drilled: bool
+
+
+class UserReadinessOut(BaseModel):
+    user_id: str
+    score: int = Field(ge=0, le=100)
+    ways_in: int = Field(description="Active factors, plus one for a saved set of backup codes")
+    one_device_from_lockout: bool = Field(description="Exactly one way in")
+    actions: list[ReadinessActionOut] = Field(description="Highest impact first")
+    facts: ReadinessFactsOut
+    backup_codes_proven_at: datetime | None
+    last_drill_at: datetime | None
+
+    @classmethod
+    def of(cls, readiness: UserReadiness) -> UserReadinessOut:
+        assessment = readiness.assessment
+        return cls(
+            user_id=readiness.user_id,
+            score=assessment.score,
+            ways_in=assessment.ways_in,
+            one_device_from_lockout=assessment.one_device_from_lockout,
+            actions=[
+                ReadinessActionOut.model_validate(a, from_attributes=True)
+                for a in assessment.actions
+            ],
+            facts=ReadinessFactsOut.model_validate(readiness.facts, from_attributes=True),
+            backup_codes_proven_at=readiness.backup_codes_proven_at,
+            last_drill_at=readiness.last_drill_at,
+        )
+
+
+class BackupCodeCheckOut(BaseModel):
+    valid: bool = Field(description="The code is one of the user's unused codes; it is not spent")
+    remaining: int = Field(description="Unused backup codes")
+
+
+class ScoreBandOut(BaseModel):
+    low: int
+    high: int
+    users: int
+
+
+class ActionCountOut(BaseModel):
+    id: str
+    title: str
+    impact: int
+    users: int = Field(description="Users this action applies to")
+    points: int = Field(description="users times impact: what doing it for all of them is worth")
+
+
+class OrgReadinessOut(BaseModel):
+    generated_at: datetime
+    users: int
+    one_device_from_lockout: int = Field(description="Users with exactly one way in")
+    no_way_in: int = Field(description="Users with no active factor and no saved unused code")
+    mean_score: float
+    median_score: int
+    scores: list[ScoreBandOut] = Field(description="0-9, 10-19, ..., 90-99, 100")
+    actions: list[ActionCountOut] = Field(description="Most points first")
+    admins: int = Field(description="Enabled operators with the admin role")
+    admins_without_phishing_resistant: list[str] = Field(description="Their operator names")
+
+    @classmethod
+    def of(cls, report: OrgReadiness) -> OrgReadinessOut:
+        return cls.model_validate(report, from_attributes=True)

@@ -22,6 +22,8 @@ import typer
 from sparekey.cli.backup import backup_app
 from sparekey.cli.common import OPERATOR, DataDir, fail, friendly_errors, open_sparekey
 from sparekey.cli.keys import keys_app
+from sparekey.cli.readiness import readiness
+from sparekey.cli.recovery import admin_app, recovery_app
 from sparekey.domain.models import AuditRecord, Scope
 from sparekey.runtime import InitResult, Sparekey, initialize
 from sparekey.services.audit import Sealer
@@ -41,6 +43,9 @@ app.add_typer(keys_app, name="keys")
 users_app = typer.Typer(help="Personal data of users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(backup_app, name="backup")
+app.add_typer(admin_app, name="admin")
+app.add_typer(recovery_app, name="recovery")
+app.command("readiness")(readiness)
 
 
 def _announce(result: InitResult, settings: Settings) -> None:

@@ -10,17 +10,20 @@
      ├── ConflictError
      │    ├── UserExistsError
      │    ├── FactorStateError          (confirming an active factor, resyncing a pending one ...)
-     │    └── FactorExpiredError        (a pending factor not confirmed in time)
+     │    ├── FactorExpiredError        (a pending factor not confirmed in time)
+     │    └── LastFactorError           (removing the last active factor or security key)
      ├── InvalidInputError              (carries the field and why)
      │    └── CodeRejectedError         (a confirmation or resync code that did not match)
      ├── ThrottledError                 (guessable codes locked for a while; carries retry_after)
      │    └── FactorsSuspendedError     (guessable codes off until a non-guessable success)
      ├── RateLimitedError               (too many requests from one IP or API key)
+ │    └── DrillLimitedError         (too many backup-code checks for one user)
      ├── BackupError                    (a backup that cannot be made, opened or restored here)
      │    └── BackupDamagedError        (truncated, modified, or not a Sparekey backup at all)
      └── AuthError
           ├── AuthenticationError       (no or unknown credential)
-          └── PermissionDeniedError     (known credential, missing scope)
+          ├── PermissionDeniedError     (known credential, missing scope)
+          └── AssuranceRequiredError    (a sensitive change without a fresh second factor)
 """
 
 from __future__ import annotations
@@ -71,6 +74,20 @@ class FactorStateError(ConflictError):
 class FactorExpiredError(ConflictError):
     def __init__(self) -> None:
         super().__init__("this enrollment expired before it was confirmed; start a new one")
+
+
+class LastFactorError(ConflictError):
+    """Removing the factor would leave the user without an active factor, or without a
+    phishing-resistant one (a security key or passkey)."""
+
+
+class RecoveryStateError(ConflictError):
+    """A recovery case is not in a state that allows this step."""
+
+
+class CaseNotFoundError(NotFoundError):
+    def __init__(self, case_id: str) -> None:
+        super().__init__(f"no recovery case {case_id!r}")
 
 
 class InvalidInputError(SparekeyError):
@@ -127,6 +144,18 @@ class RateLimitedError(SparekeyError):
         super().__init__(f"too many requests from this {what}; retry in {self.retry_after} s")
 
 
+class DrillLimitedError(RateLimitedError):
+    """Recovery drills check a user's backup codes only a few times in a while."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        SparekeyError.__init__(
+            self,
+            f"too many backup-code checks for this user; retry in {self.retry_after} s "
+            "(signing in with a backup code is not limited by this)",
+        )
+
+
 class BackupError(SparekeyError):
     """Never raised by a request: backups are made and restored from the command line."""
 
@@ -145,3 +174,8 @@ class AuthenticationError(AuthError):
 
 class PermissionDeniedError(AuthError):
     pass
+
+
+class AssuranceRequiredError(AuthError):
+    """A sensitive change (adding or removing a factor, new backup codes) without a valid
+    assurance token from a fresh verification; ``detail`` says what was wrong with it."""

@@ -23,6 +23,7 @@ class FactorType(StrEnum):
 class FactorStatus(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
+    LOST = "lost"  # the user lost the device: it no longer verifies, and it is listed as lost
 
 
 class Scope(StrEnum):
@@ -108,6 +109,8 @@ class ApiKey:
     scopes: frozenset[Scope]
     created_at: datetime
     revoked_at: datetime | None
+    operator_id: str | None = None  # an operator's personal token: actions are the operator's
+    operator_role: str | None = None
 
     def allows(self, needed: Scope) -> bool:
         return self.revoked_at is None and any(s.includes(needed) for s in self.scopes)
@@ -125,6 +128,7 @@ class VerifyResult:
     factor_id: str | None = None
     factor_type: str | None = None
     backup_codes_remaining: int | None = None
+    assurance_token: str | None = None  # a verified answer's step-up token
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,9 +145,31 @@ class Caller:
     id: str | None = None
     ip: str | None = None
     user_agent: str | None = None
+    role: str | None = None  # an operator's role: admin, helpdesk, auditor
+
+    @property
+    def label(self) -> str:
+        """``type:id``: how a case records who requested, verified or approved it."""
+        return f"{self.type}:{self.id}" if self.id else self.type
 
 
 SYSTEM = Caller(type="system")
+
+
+class OperatorRole(StrEnum):
+    ADMIN = "admin"  # approves recovery, manages everything
+    HELPDESK = "helpdesk"  # opens cases, verifies identity, issues passes; never approves
+    AUDITOR = "auditor"  # reads only
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operator:
+    id: str
+    name: str
+    role: OperatorRole
+    user_id: str  # the user record holding the operator's own second factors
+    created_at: datetime
+    disabled_at: datetime | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,3 +185,48 @@ class AuditRecord:
     user_agent: str | None
     details: dict[str, object]
     seq: int | None
+
+
+class CaseState(StrEnum):
+    REQUESTED = "requested"
+    IDENTITY_VERIFIED = "identity_verified"
+    APPROVED = "approved"
+    WAITING = "waiting"
+    READY = "ready"
+    COMPLETED = "completed"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def open(self) -> bool:
+        return self not in (
+            CaseState.COMPLETED,
+            CaseState.DENIED,
+            CaseState.CANCELLED,
+            CaseState.EXPIRED,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecoveryCase:
+    """A helpdesk recovery of a user who has no working factor (see services/recovery.py)."""
+
+    id: str
+    user_id: str
+    state: CaseState
+    approval: str  # "admins" or "contacts"
+    approvals_needed: int
+    approvals: tuple[str, ...]  # "operator:<id>" or "contact:<user id>"
+    reason: str | None
+    requested_by: str
+    created_at: datetime
+    updated_at: datetime
+    evidence: tuple[str, ...]
+    verified_by: str | None
+    waiting_until: datetime | None
+    pass_expires_at: datetime | None
+    pass_redeemed_at: datetime | None
+    closed_at: datetime | None
+    closed_by: str | None
+    close_reason: str | None

@@ -18,9 +18,9 @@ _CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _ALLOWED = frozenset(ALPHABET)
 
 
-def generate() -> str:
-    """A fresh code in canonical (normalized, ungrouped) form."""
-    return "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+def generate(length: int = CODE_LENGTH) -> str:
+    """A fresh code in canonical (normalized, ungrouped) form, 5 bits per character."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 
 def format_code(code: str) -> str:
@@ -28,9 +28,10 @@ def format_code(code: str) -> str:
     return "-".join(code[i : i + 4] for i in range(0, len(code), 4))
 
 
-def normalize(text: str) -> str | None:
-    """The canonical form of what a person typed, or None when it cannot be a backup code."""
+def normalize(text: str, *, length: int = CODE_LENGTH) -> str | None:
+    """The canonical form of what a person typed, or None when it cannot be a code of
+    ``length`` characters (a backup code by default)."""
     cleaned = "".join(text.split()).replace("-", "").upper().translate(_CONFUSABLE)
-    if len(cleaned) != CODE_LENGTH or not _ALLOWED.issuperset(cleaned):
+    if len(cleaned) != length or not _ALLOWED.issuperset(cleaned):
         return None
     return cleaned

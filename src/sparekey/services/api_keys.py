@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Iterable
 
+from sqlalchemy import Connection
+
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import ApiKeyNotFoundError, AuthenticationError, InvalidInputError
 from sparekey.domain.models import SYSTEM, ApiKey, Caller, NewApiKey, Scope
@@ -49,7 +51,17 @@ class ApiKeyService:
         self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
         self._lock = threading.Lock()
 
-    def create(self, *, name: str, scopes: Iterable[Scope], caller: Caller = SYSTEM) -> NewApiKey:
+    def create(
+        self,
+        *,
+        name: str,
+        scopes: Iterable[Scope],
+        caller: Caller = SYSTEM,
+        operator_id: str | None = None,
+        conn: Connection | None = None,
+    ) -> NewApiKey:
+        """A new key, its token returned only here. ``conn`` makes it part of a larger change
+        (an operator and their personal token are created together)."""
         scope_set = frozenset(scopes)
         if not scope_set:
             raise InvalidInputError("an API key needs at least one scope", field="scope")
@@ -60,12 +72,29 @@ class ApiKeyService:
         secret = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii").rstrip("=")
         mac_key_id, digest = self._keyring.mac(_LABEL, secret.encode("ascii"))
         key = ApiKey(
-            id=key_id, name=name, scopes=scope_set, created_at=self._clock.now(), revoked_at=None
+            id=key_id,
+            name=name,
+            scopes=scope_set,
+            created_at=self._clock.now(),
+            revoked_at=None,
+            operator_id=operator_id,
         )
-        with self._db.write() as conn:
-            repo.insert_api_key(conn, ApiKeyRecord(key=key, digest=digest, mac_key_id=mac_key_id))
-            details = {"key_id": key_id, "name": name, "scopes": sorted(s.value for s in scope_set)}
-            self._auditor.record(conn, AuditEntry(event="api_key.created", details=details), caller)
+        record = ApiKeyRecord(key=key, digest=digest, mac_key_id=mac_key_id)
+        details: dict[str, object] = {
+            "key_id": key_id,
+            "name": name,
+            "scopes": sorted(s.value for s in scope_set),
+        }
+        if operator_id is not None:
+            details["operator_id"] = operator_id
+        entry = AuditEntry(event="api_key.created", details=details)
+        if conn is not None:
+            repo.insert_api_key(conn, record)
+            self._auditor.record(conn, entry, caller)
+        else:
+            with self._db.write() as own:
+                repo.insert_api_key(own, record)
+                self._auditor.record(own, entry, caller)
         return NewApiKey(key=key, token=f"{_PREFIX}_{key_id}_{secret}")
 
     def list(self) -> list[ApiKey]:

@@ -1,4 +1,8 @@
-"""Enrolling, confirming, listing, renaming, resynchronising and removing TOTP/HOTP factors."""
+"""Enrolling, confirming, listing, renaming, resynchronising, marking lost and removing factors.
+
+Adding or removing a factor is a sensitive change (see :mod:`sparekey.services.assurance`), and
+removing the user's last active factor, or their last security key, is refused unless forced.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from sparekey.domain.errors import (
     FactorNotFoundError,
     FactorStateError,
     InvalidInputError,
+    LastFactorError,
     NotFoundError,
     UserNotFoundError,
 )
@@ -24,6 +29,7 @@ from sparekey.domain.ports import Clock
 from sparekey.protocols.otpauth import OtpauthUri, OtpType
 from sparekey.protocols.rfc4226 import HashAlgorithm
 from sparekey.services._ids import new_id
+from sparekey.services.assurance import NO_ASSURANCE, Assurance, AssuranceService, Operation
 from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.otp import OtpPolicy, find_resync, match_code, open_secret, secret_aad
 from sparekey.storage import factors as repo
@@ -47,6 +53,7 @@ class FactorService:
         issuer: str,
         pending_ttl: timedelta,
         auditor: Auditor,
+        assurance: AssuranceService,
         describe: Callable[[Factor], Factor] | None = None,
     ) -> None:
         self._describe = describe or (lambda factor: factor)  # adds what metadata knows
@@ -57,6 +64,7 @@ class FactorService:
         self._issuer = issuer
         self._pending_ttl = pending_ttl
         self._auditor = auditor
+        self._assurance = assurance
 
     def _audit(
         self, conn: Connection, event: str, factor: Factor | str, user_id: str, caller: Caller
@@ -80,8 +88,10 @@ class FactorService:
         digits: int = 6,
         period: int = 30,
         caller: Caller = SYSTEM,
+        assurance: Assurance = NO_ASSURANCE,
     ) -> Enrollment:
-        """Create a pending factor with a fresh seed as long as the hash's output (≥ 160 bits)."""
+        """Create a pending factor with a fresh seed as long as the hash's output (≥ 160 bits).
+        A user with an active factor must step up first (``assurance``)."""
         if not type.guessable:
             raise InvalidInputError(
                 "security keys and passkeys are registered through /webauthn/registrations",
@@ -113,6 +123,13 @@ class FactorService:
             user = users_repo.get_user(conn, user_id)
             if user is None:
                 raise UserNotFoundError(user_id)
+            self._assurance.require(
+                conn,
+                user_id,
+                operation=Operation.ENROLL_FACTOR,
+                assurance=assurance,
+                caller=caller,
+            )
             repo.delete_expired_pending(conn, user_id, now=now)
             if len(repo.list_factors(conn, user_id, now=now)) >= MAX_FACTORS_PER_USER:
                 raise ConflictError(
@@ -135,9 +152,16 @@ class FactorService:
         return Enrollment(factor=factor, secret=secret, otpauth_uri=uri.to_uri())
 
     def confirm(
-        self, user_id: str, factor_id: str, *, code: str, caller: Caller = SYSTEM
+        self,
+        user_id: str,
+        factor_id: str,
+        *,
+        code: str,
+        caller: Caller = SYSTEM,
+        assurance: Assurance = NO_ASSURANCE,
     ) -> Factor:
-        """Activate a pending factor with its first code; that code's step counts as used."""
+        """Activate a pending factor with its first code; that code's step counts as used.
+        A user who has an active factor by now must step up (``assurance``), as to enroll."""
         now = self._clock.now()
         record = self._get(user_id, factor_id)
         if record.factor.status is not FactorStatus.PENDING:
@@ -148,9 +172,16 @@ class FactorService:
         match = match_code(
             otp, open_secret(self._keyring, otp), code.strip(), now=now, policy=self._policy
         )
-        if match is None:
-            raise CodeRejectedError()
         with self._db.write() as conn:
+            self._assurance.require(
+                conn,
+                user_id,
+                operation=Operation.CONFIRM_FACTOR,
+                assurance=assurance,
+                caller=caller,
+            )
+            if match is None:
+                raise CodeRejectedError()
             activated = repo.advance_step(
                 conn, factor_id, step=match.step, drift=match.drift, now=now, activate=True
             )
@@ -208,11 +239,62 @@ class FactorService:
             self._audit(conn, "factor.renamed", factor_id, user_id, caller)
         return self._get(user_id, factor_id).factor
 
-    def delete(self, user_id: str, factor_id: str, *, caller: Caller = SYSTEM) -> None:
+    def mark_lost(self, user_id: str, factor_id: str, *, caller: Caller = SYSTEM) -> Factor:
+        """The user lost the device: the factor stops verifying at once and is listed as lost.
+        Not a step-up operation (the user may have nothing left to step up with); the user and
+        the application are notified (``factor.lost``)."""
         with self._db.write() as conn:
-            if not repo.delete_factor(conn, user_id, factor_id):
+            repo.lock_factors(conn, user_id)
+            record = repo.get_factor(conn, user_id, factor_id)
+            if record is None:
                 raise _missing(conn, user_id, factor_id)
-            self._audit(conn, "factor.removed", factor_id, user_id, caller)
+            status = record.factor.status
+            if status is FactorStatus.LOST:
+                raise FactorStateError("this factor is already marked lost")
+            if not repo.mark_lost(conn, user_id, factor_id):
+                raise FactorStateError(f"only an active factor can be marked lost (it is {status})")
+            self._audit(conn, "factor.lost", record.factor, user_id, caller)
+        return self.get(user_id, factor_id)
+
+    def delete(
+        self,
+        user_id: str,
+        factor_id: str,
+        *,
+        caller: Caller = SYSTEM,
+        assurance: Assurance = NO_ASSURANCE,
+        force: bool = False,
+    ) -> None:
+        """Remove a factor. A user with an active factor must step up first (``assurance``).
+        Removing the last active factor, or the last active security key, is refused
+        (:class:`LastFactorError`) unless ``force`` (an administrator's call; audited)."""
+        with self._db.write() as conn:
+            repo.lock_factors(conn, user_id)
+            record = repo.get_factor(conn, user_id, factor_id)
+            if record is None:
+                raise _missing(conn, user_id, factor_id)
+            self._assurance.require(
+                conn,
+                user_id,
+                operation=Operation.REMOVE_FACTOR,
+                assurance=assurance,
+                caller=caller,
+            )
+            protection = _protection(record.factor, repo.active_factor_types(conn, user_id))
+            if protection is not None and not force:
+                raise LastFactorError(_PROTECTIONS[protection])
+            repo.delete_factor(conn, user_id, factor_id)
+            self._audit(conn, "factor.removed", record.factor, user_id, caller)
+            if protection is not None:
+                details: dict[str, object] = {
+                    "factor_id": factor_id,
+                    "factor_type": record.factor.type.value,
+                    "protection": protection,
+                }
+                if assurance.reason:
+                    details["reason"] = assurance.reason[:200]
+                entry = AuditEntry(event="factor.removal_forced", user_id=user_id, details=details)
+                self._auditor.record(conn, entry, caller)
 
     def _get(self, user_id: str, factor_id: str) -> FactorRecord:
         with self._db.read() as conn:
@@ -220,6 +302,25 @@ class FactorService:
             if record is None:
                 raise _missing(conn, user_id, factor_id)
         return record
+
+
+_PROTECTIONS = {
+    "last_factor": "this is the user's last active factor: removing it would leave only backup "
+    "codes; add another factor first (or mark it lost if the device is gone)",
+    "last_webauthn": "this is the user's last security key or passkey: removing it would leave "
+    "no phishing-resistant factor; register another first",
+}
+
+
+def _protection(factor: Factor, active: list[FactorType]) -> str | None:
+    """Which rule removing ``factor`` would break, given the types of the active factors."""
+    if factor.status is not FactorStatus.ACTIVE:
+        return None  # a pending or lost factor protects nothing
+    if len(active) <= 1:
+        return "last_factor"
+    if factor.type is FactorType.WEBAUTHN and active.count(FactorType.WEBAUTHN) <= 1:
+        return "last_webauthn"
+    return None
 
 
 def _missing(conn: Connection, user_id: str, factor_id: str) -> NotFoundError:

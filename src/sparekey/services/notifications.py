@@ -76,7 +76,18 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         "backup_codes.low",
         "throttle.engaged",
         "webauthn.counter_regressed",
+        "recovery.requested",
+        "recovery.identity_verified",
+        "recovery.approval_given",
         "recovery.started",
+        "recovery.ready",
+        "recovery.pass_issued",
+        "recovery.pass_redeemed",
+        "recovery.completed",
+        "recovery.denied",
+        "recovery.cancelled",
+        "recovery.expired",
+        "recovery.break_glass",
     }
 )
 
@@ -223,6 +234,11 @@ _IF_NOT_YOU = (
     "administrator or support team soon so they can secure your account."
 )
 
+_IF_NOT_YOU_RECOVERY = (
+    "If this was you, there is nothing more to do. If it was not, sign in with any of your "
+    "sign-in methods to stop it, and contact your administrator or support team right away."
+)
+
 _WORDING = {
     "factor.confirmed": _Wording(
         "A sign-in method was added to your account",
@@ -267,12 +283,69 @@ _WORDING = {
         "If you did not just sign in, please contact your administrator or support team right "
         "away. Either way, consider removing that key and registering a new one.",
     ),
-    "recovery.started": _Wording(
-        "Account recovery was started",
-        "Recovery of your account was started, to let someone sign in without your usual "
+    "recovery.requested": _Wording(
+        "Someone asked to recover your account",
+        "A request was opened to let someone back into your account without your usual "
         "two-step method",
-        "If this was you, there is nothing more to do. If it was not, please contact your "
-        "administrator or support team right away so they can stop it.",
+        _IF_NOT_YOU_RECOVERY,
+    ),
+    "recovery.identity_verified": _Wording(
+        "Recovery of your account: identity checked",
+        "The support team recorded that they checked the identity of the person recovering "
+        "your account",
+        _IF_NOT_YOU_RECOVERY,
+    ),
+    "recovery.approval_given": _Wording(
+        "Recovery of your account: an approval was given",
+        "Someone approved the recovery of your account",
+        _IF_NOT_YOU_RECOVERY,
+    ),
+    "recovery.ready": _Wording(
+        "Recovery of your account: the waiting period is over",
+        "The waiting period for the recovery of your account is over; a temporary access pass "
+        "can now be issued",
+        _IF_NOT_YOU_RECOVERY,
+    ),
+    "recovery.pass_issued": _Wording(
+        "A temporary access pass was issued for your account",
+        "A one-time temporary access pass was issued to recover your account",
+        _IF_NOT_YOU_RECOVERY,
+    ),
+    "recovery.pass_redeemed": _Wording(
+        "A temporary access pass was used on your account",
+        "The temporary access pass for your account was used to set up a new sign-in method",
+        _IF_NOT_YOU_RECOVERY,
+    ),
+    "recovery.completed": _Wording(
+        "Recovery of your account is complete",
+        "Your account was recovered: a new sign-in method was added and new backup codes made",
+        _IF_NOT_YOU,
+    ),
+    "recovery.denied": _Wording(
+        "A recovery request for your account was denied",
+        "A request to recover your account was denied by the support team",
+        "Nothing changed on your account. If you asked for it, contact your support team.",
+    ),
+    "recovery.cancelled": _Wording(
+        "A recovery of your account was cancelled",
+        "A recovery of your account was cancelled",
+        "Nothing changed on your account.",
+    ),
+    "recovery.expired": _Wording(
+        "A recovery of your account expired",
+        "A recovery of your account was not completed in time and has expired",
+        "Nothing changed on your account.",
+    ),
+    "recovery.break_glass": _Wording(
+        "Emergency access to your account was granted",
+        "An administrator with access to the server granted emergency access to your account",
+        _IF_NOT_YOU_RECOVERY,
+    ),
+    "recovery.started": _Wording(
+        "Account recovery was approved and starts after a waiting period",
+        "Recovery of your account was approved; after the waiting period someone will be able "
+        "to sign in without your usual two-step method",
+        _IF_NOT_YOU_RECOVERY,
     ),
 }
 

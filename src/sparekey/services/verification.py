@@ -4,11 +4,15 @@ The hot path, on one pooled connection (:meth:`Database.unit`): one statement re
 active factors and how many backup codes are left, the code is checked in memory against every
 factor, and only a match opens a write transaction holding the conditional UPDATE that refuses a
 step already used. A replayed or concurrent duplicate code is simply not verified.
+
+A verified answer carries an assurance token (:mod:`sparekey.services.assurance`), made after the
+commit with one HMAC and no database statement.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 
 from sparekey.crypto.aead import DecryptionError
@@ -17,6 +21,7 @@ from sparekey.domain.errors import UserNotFoundError
 from sparekey.domain.models import SYSTEM, Caller, ThrottleState, VerifyResult
 from sparekey.domain.ports import Clock
 from sparekey.protocols import backup_codes as backup_code_format
+from sparekey.services.assurance import AssuranceService
 from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.otp import Match, OtpPolicy, match_code, open_secret
@@ -47,7 +52,9 @@ class VerificationService:
         backup_codes: BackupCodeService,
         throttle: Throttle,
         auditor: Auditor,
+        assurance: AssuranceService,
     ) -> None:
+        self._assurance = assurance
         self._db = db
         self._keyring = keyring
         self._clock = clock
@@ -57,6 +64,13 @@ class VerificationService:
         self._auditor = auditor
 
     def verify(self, user_id: str, code: str, *, caller: Caller = SYSTEM) -> VerifyResult:
+        """A code of an active factor or a backup code; verified answers carry a step-up token."""
+        result = self._verify(user_id, code, caller)
+        if not result.verified:
+            return result
+        return replace(result, assurance_token=self._assurance.issue(user_id))
+
+    def _verify(self, user_id: str, code: str, caller: Caller) -> VerifyResult:
         text = code.strip()
         if text.isdigit() and text.isascii() and len(text) <= _MAX_CODE_LENGTH:
             return self._verify_otp(user_id, text, caller)

@@ -73,6 +73,7 @@ from sparekey.domain.models import (
 )
 from sparekey.domain.ports import Clock
 from sparekey.services._ids import new_id
+from sparekey.services.assurance import NO_ASSURANCE, Assurance, AssuranceService, Operation
 from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.factors import MAX_FACTORS_PER_USER
 from sparekey.storage import factors as factors_repo
@@ -120,6 +121,7 @@ class WebAuthnResult:
     verified: bool
     user_id: str | None = None
     factor_id: str | None = None
+    assurance_token: str | None = None  # a verified answer's step-up token
 
 
 NOT_VERIFIED = WebAuthnResult(verified=False)
@@ -135,8 +137,15 @@ class _RefusedError(Exception):
 
 class WebAuthnService:
     def __init__(
-        self, *, db: Database, clock: Clock, auditor: Auditor, policy: WebAuthnPolicy
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        auditor: Auditor,
+        policy: WebAuthnPolicy,
+        assurance: AssuranceService,
     ) -> None:
+        self._assurance = assurance
         self._db = db
         self._clock = clock
         self._auditor = auditor
@@ -144,8 +153,11 @@ class WebAuthnService:
 
     # -- registration ---------------------------------------------------------------------------
 
-    def begin_registration(self, user_id: str, *, caller: Caller = SYSTEM) -> dict[str, Any]:
-        """PublicKeyCredentialCreationOptionsJSON for a new credential of ``user_id``."""
+    def begin_registration(
+        self, user_id: str, *, caller: Caller = SYSTEM, assurance: Assurance = NO_ASSURANCE
+    ) -> dict[str, Any]:
+        """PublicKeyCredentialCreationOptionsJSON for a new credential of ``user_id``. A user
+        with an active factor must step up first (``assurance``), here and to finish."""
         policy = self.policy
         challenge = os.urandom(32)
         now = self._clock.now()
@@ -153,6 +165,13 @@ class WebAuthnService:
             user = users_repo.get_user(conn, user_id)
             if user is None:
                 raise UserNotFoundError(user_id)
+            self._assurance.require(
+                conn,
+                user_id,
+                operation=Operation.REGISTER_WEBAUTHN,
+                assurance=assurance,
+                caller=caller,
+            )
             handle = repo.user_handle(conn, user_id, new=os.urandom(32))
             assert handle is not None
             existing = repo.credentials_of(conn, user_id)
@@ -192,6 +211,7 @@ class WebAuthnService:
         *,
         label: str | None = None,
         caller: Caller = SYSTEM,
+        assurance: Assurance = NO_ASSURANCE,
     ) -> Factor:
         """Check the browser's RegistrationResponseJSON and store the new credential."""
         parsed = _parse(parse_registration_credential_json, credential)
@@ -235,6 +255,13 @@ class WebAuthnService:
             with self._db.write() as conn:
                 if not users_repo.user_exists(conn, user_id):
                     raise UserNotFoundError(user_id)
+                self._assurance.require(
+                    conn,
+                    user_id,
+                    operation=Operation.REGISTER_WEBAUTHN,
+                    assurance=assurance,
+                    caller=caller,
+                )
                 if len(factors_repo.list_factors(conn, user_id, now=now)) >= MAX_FACTORS_PER_USER:
                     raise ConflictError(
                         f"a user may hold at most {MAX_FACTORS_PER_USER} factors; remove one first"
@@ -420,7 +447,7 @@ class WebAuthnService:
             unit.write()
             taken = repo.consume_challenge(unit, hashlib.sha256(challenge).digest(), now=now)
             try:
-                return self._conclude(unit, parsed, taken, stored, checked, now, caller)
+                result = self._conclude(unit, parsed, taken, stored, checked, now, caller)
             except _RefusedError as refused:
                 details: dict[str, object] = {"kind": "webauthn", "reason": refused.reason}
                 if stored is not None:
@@ -433,6 +460,8 @@ class WebAuthnService:
                 )
                 self._auditor.record(unit, entry, caller)
                 return NOT_VERIFIED
+        assert result.user_id is not None  # committed: the sign-in counts, and steps the user up
+        return replace(result, assurance_token=self._assurance.issue(result.user_id))
 
     def _check_assertion(
         self,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select, update
 
 from sparekey.domain.models import ApiKey, Scope
-from sparekey.storage.tables import api_keys
+from sparekey.storage.tables import api_keys, operators
 
 __all__ = ["ApiKeyRecord", "get_api_key", "insert_api_key", "list_api_keys", "revoke_api_key"]
 
@@ -22,12 +22,17 @@ class ApiKeyRecord:
 
 
 def _to_record(row: Row[Any]) -> ApiKeyRecord:
+    revoked_at = row.revoked_at
+    if row.operator_id is not None and revoked_at is None and row.operator_disabled_at is not None:
+        revoked_at = row.operator_disabled_at  # a disabled operator's tokens stop working
     key = ApiKey(
         id=row.id,
         name=row.name,
         scopes=frozenset(Scope(s) for s in row.scopes.split(",") if s),
         created_at=row.created_at,
-        revoked_at=row.revoked_at,
+        revoked_at=revoked_at,
+        operator_id=row.operator_id,
+        operator_role=row.operator_role,
     )
     return ApiKeyRecord(key=key, digest=row.digest, mac_key_id=row.mac_key_id)
 
@@ -43,17 +48,25 @@ def insert_api_key(conn: Connection, record: ApiKeyRecord) -> None:
             mac_key_id=record.mac_key_id,
             created_at=k.created_at,
             revoked_at=k.revoked_at,
+            operator_id=k.operator_id,
         )
     )
 
 
+_WITH_OPERATOR = select(
+    api_keys,
+    operators.c.role.label("operator_role"),
+    operators.c.disabled_at.label("operator_disabled_at"),
+).select_from(api_keys.outerjoin(operators, operators.c.id == api_keys.c.operator_id))
+
+
 def get_api_key(conn: Connection, key_id: str) -> ApiKeyRecord | None:
-    row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    row = conn.execute(_WITH_OPERATOR.where(api_keys.c.id == key_id)).first()
     return None if row is None else _to_record(row)
 
 
 def list_api_keys(conn: Connection) -> list[ApiKeyRecord]:
-    rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id))
+    rows = conn.execute(_WITH_OPERATOR.order_by(api_keys.c.created_at, api_keys.c.id))
     return [_to_record(row) for row in rows]
 
 

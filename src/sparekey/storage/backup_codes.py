@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from sparekey.storage.prepared import Prepared, Unit, run
-from sparekey.storage.tables import backup_codes
+from sparekey.storage.tables import backup_codes, users
 
 __all__ = ["consume_code", "count_remaining", "replace_codes"]
 
@@ -16,8 +16,10 @@ __all__ = ["consume_code", "count_remaining", "replace_codes"]
 def replace_codes(
     conn: Connection, user_id: str, *, digests: Sequence[bytes], mac_key_id: int, now: datetime
 ) -> None:
-    """Delete the user's whole previous set and store the new one."""
+    """Delete the user's whole previous set and store the new one, which no one has yet proven
+    saved (readiness: ``users.backup_codes_proven_at`` back to NULL)."""
     conn.execute(delete(backup_codes).where(backup_codes.c.user_id == user_id))
+    conn.execute(update(users).where(users.c.id == user_id).values(backup_codes_proven_at=None))
     conn.execute(
         insert(backup_codes),
         [

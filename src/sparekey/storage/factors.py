@@ -25,6 +25,7 @@ __all__ = [
     "OtpFactor",
     "SealedSecret",
     "VerifyState",
+    "active_factor_types",
     "advance_step",
     "count_secrets_not_under",
     "delete_expired_pending",
@@ -32,6 +33,8 @@ __all__ = [
     "get_factor",
     "insert_factor",
     "list_factors",
+    "lock_factors",
+    "mark_lost",
     "reseal_secret",
     "secrets_not_under",
     "update_factor",
@@ -320,6 +323,43 @@ def update_factor(conn: Connection, user_id: str, factor_id: str, **values: Any)
 def delete_factor(conn: Connection, user_id: str, factor_id: str) -> bool:
     result = conn.execute(
         delete(factors).where(factors.c.id == factor_id, factors.c.user_id == user_id)
+    )
+    return result.rowcount == 1
+
+
+def lock_factors(conn: Connection, user_id: str) -> None:
+    """Hold the user's factor rows (in id order) until the transaction ends, so that changes that
+    depend on the user's other factors (the last-factor rule) happen one after the other. Rows,
+    not the user's row: code verification locks a factor before the user (the throttle), and so
+    does this. (On SQLite every write transaction holds the database's write lock already.)"""
+    conn.execute(
+        select(factors.c.id)
+        .where(factors.c.user_id == user_id)
+        .order_by(factors.c.id)
+        .with_for_update()
+    ).all()
+
+
+def active_factor_types(conn: Connection, user_id: str) -> list[FactorType]:
+    """The type of each of the user's active factors (lost and pending ones do not count)."""
+    rows = conn.execute(
+        select(factors.c.type).where(
+            factors.c.user_id == user_id, factors.c.status == FactorStatus.ACTIVE.value
+        )
+    )
+    return [FactorType(row.type) for row in rows]
+
+
+def mark_lost(conn: Connection, user_id: str, factor_id: str) -> bool:
+    """Mark an active factor lost: from this statement on it verifies nothing."""
+    result = conn.execute(
+        update(factors)
+        .where(
+            factors.c.id == factor_id,
+            factors.c.user_id == user_id,
+            factors.c.status == FactorStatus.ACTIVE.value,
+        )
+        .values(status=FactorStatus.LOST.value)
     )
     return result.rowcount == 1
 

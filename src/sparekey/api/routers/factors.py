@@ -1,16 +1,24 @@
-"""/v1/users/{id}/factors and backup codes: enrolling and managing second factors."""
+"""/v1/users/{id}/factors and backup codes: enrolling and managing second factors.
+
+Adding or removing a factor and regenerating backup codes are sensitive changes: while the user
+has an active factor they need the ``Sparekey-Assurance`` header (see ``api/assurance.py``).
+"""
 
 from __future__ import annotations
 
 import io
+from typing import Annotated
 
 import segno
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
+from sparekey.api.assurance import Assured, forced
 from sparekey.api.deps import App, ManageKey, caller_of, require
 from sparekey.api.schemas import (
     BackupCodesOut,
+    Body,
     CodeBody,
+    ConfirmedFactorOut,
     EnrollmentOut,
     FactorCreate,
     FactorIdPath,
@@ -37,8 +45,10 @@ def _qr_svg(qr: segno.QRCode) -> str:
 
 @router.post("/factors", status_code=status.HTTP_201_CREATED, response_model=EnrollmentOut)
 def enroll_factor(
-    user_id: UserIdPath, body: FactorCreate, app: App, key: ManageKey
+    user_id: UserIdPath, body: FactorCreate, app: App, key: ManageKey, assurance: Assured
 ) -> EnrollmentOut:
+    """A pending TOTP/HOTP factor. Needs `Sparekey-Assurance` if the user has an active factor
+    (a step-up token, or the enrollment token of a temporary access pass)."""
     enrollment = app.factors.enroll(
         user_id,
         type=FactorType(body.type),
@@ -47,6 +57,7 @@ def enroll_factor(
         digits=body.digits,
         period=body.period,
         caller=caller_of(key, body.context),
+        assurance=assurance,
     )
     qr = segno.make(enrollment.otpauth_uri, error="m")
     return EnrollmentOut(
@@ -80,18 +91,57 @@ def rename_factor(
     "/factors/{factor_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
 )
 def delete_factor(
-    user_id: UserIdPath, factor_id: FactorIdPath, app: App, key: ManageKey
+    user_id: UserIdPath,
+    factor_id: FactorIdPath,
+    app: App,
+    key: ManageKey,
+    assurance: Assured,
+    force: Annotated[
+        bool,
+        Query(description="Admin scope: remove even the last active factor or security key"),
+    ] = False,
 ) -> Response:
-    app.factors.delete(user_id, factor_id, caller=caller_of(key, None))
+    """Needs a step-up token in `Sparekey-Assurance` if the user has an active factor. The last
+    active factor, or the last security key, is kept (`last-factor`) unless `force=true`."""
+    app.factors.delete(
+        user_id,
+        factor_id,
+        caller=caller_of(key, None),
+        assurance=assurance,
+        force=forced(key, force),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/factors/{factor_id}/confirm", response_model=FactorOut)
-def confirm_factor(
-    user_id: UserIdPath, factor_id: FactorIdPath, body: CodeBody, app: App, key: ManageKey
+@router.post("/factors/{factor_id}/lost", response_model=FactorOut)
+def mark_factor_lost(
+    user_id: UserIdPath, factor_id: FactorIdPath, app: App, key: ManageKey, body: Body | None = None
 ) -> FactorOut:
+    """The device is lost: the factor stops working at once and is listed as `lost`; the user
+    and the application are notified (`factor.lost`). No step-up: the user may have nothing
+    left to verify with."""
+    caller = caller_of(key, body.context if body else None)
+    return FactorOut.of(app.factors.mark_lost(user_id, factor_id, caller=caller))
+
+
+@router.post("/factors/{factor_id}/confirm", response_model=ConfirmedFactorOut)
+def confirm_factor(
+    user_id: UserIdPath,
+    factor_id: FactorIdPath,
+    body: CodeBody,
+    app: App,
+    key: ManageKey,
+    assurance: Assured,
+) -> ConfirmedFactorOut:
+    """Activate a pending factor with its first code; like enrolling, needs
+    `Sparekey-Assurance` if the user has an active factor. The code just checked is a fresh
+    verification, so the answer carries an `assurance_token` as verify's does."""
     caller = caller_of(key, body.context)
-    return FactorOut.of(app.factors.confirm(user_id, factor_id, code=body.code, caller=caller))
+    confirmed = app.factors.confirm(
+        user_id, factor_id, code=body.code, caller=caller, assurance=assurance
+    )
+    token = app.assurance.issue(user_id)
+    return ConfirmedFactorOut(**FactorOut.of(confirmed).model_dump(), assurance_token=token)
 
 
 @router.post("/factors/{factor_id}/resync", response_model=FactorOut)
@@ -106,6 +156,10 @@ def resync_factor(
 
 
 @router.post("/backup-codes", status_code=status.HTTP_201_CREATED, response_model=BackupCodesOut)
-def regenerate_backup_codes(user_id: UserIdPath, app: App, key: ManageKey) -> BackupCodesOut:
-    new_set = app.backup_codes.regenerate(user_id, caller=caller_of(key, None))
+def regenerate_backup_codes(
+    user_id: UserIdPath, app: App, key: ManageKey, assurance: Assured
+) -> BackupCodesOut:
+    """A new set replacing the old; needs a step-up token in `Sparekey-Assurance` if the user
+    has an active factor."""
+    new_set = app.backup_codes.regenerate(user_id, caller=caller_of(key, None), assurance=assurance)
     return BackupCodesOut(codes=new_set.codes, created_at=new_set.created_at)

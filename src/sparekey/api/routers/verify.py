@@ -65,6 +65,7 @@ def render(result: VerifyResult) -> Response:
         "factor_id": result.factor_id,
         "factor_type": result.factor_type,
         "backup_codes_remaining": result.backup_codes_remaining,
+        "assurance_token": result.assurance_token,
     }
     content = {k: v for k, v in body.items() if v is not None}
     return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
@@ -107,6 +108,9 @@ _OPENAPI: dict[str, Any] = {
 async def verify(user_id: UserIdPath, request: Request) -> Response:
     """Check a code against every active factor of the user, or spend a backup code.
 
-    A wrong, expired or replayed code answers `{"verified": false}`. Needs the `verify` scope.
+    A wrong, expired or replayed code answers `{"verified": false}`. A right one carries an
+    `assurance_token`: for a few minutes (`assurance_seconds`) it allows the user's sensitive
+    changes (adding or removing a factor, new backup codes) in the `Sparekey-Assurance` header.
+    Needs the `verify` scope.
     """
     return await handle(request, user_id)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from sparekey.api.assurance import Assured
 from sparekey.api.deps import (
     BEARER_SECURITY,
     App,
@@ -39,11 +40,13 @@ router = APIRouter(tags=["webauthn"])
 
 @router.post("/v1/users/{user_id}/webauthn/registrations", response_model=WebAuthnOptionsOut)
 def begin_registration(
-    user_id: UserIdPath, app: App, key: ManageKey, body: Body | None = None
+    user_id: UserIdPath, app: App, key: ManageKey, assurance: Assured, body: Body | None = None
 ) -> WebAuthnOptionsOut:
-    """Options for `navigator.credentials.create()`; the challenge is good for one answer."""
+    """Options for `navigator.credentials.create()`; the challenge is good for one answer.
+    Needs `Sparekey-Assurance` if the user has an active factor (here and to finish)."""
     caller = caller_of(key, body.context if body else None)
-    return WebAuthnOptionsOut(options=app.webauthn.begin_registration(user_id, caller=caller))
+    options = app.webauthn.begin_registration(user_id, caller=caller, assurance=assurance)
+    return WebAuthnOptionsOut(options=options)
 
 
 @router.post(
@@ -56,10 +59,15 @@ def finish_registration(
     body: WebAuthnRegistrationBody,
     app: App,
     key: ManageKey,
+    assurance: Assured,
 ) -> FactorOut:
     """Check the browser's answer and add the credential to the user's factors."""
     factor = app.webauthn.finish_registration(
-        user_id, body.credential, label=body.label, caller=caller_of(key, body.context)
+        user_id,
+        body.credential,
+        label=body.label,
+        caller=caller_of(key, body.context),
+        assurance=assurance,
     )
     return FactorOut.of(factor)
 
@@ -103,6 +111,8 @@ async def handle_verify(request: Request) -> Response:
         )
     content = {"verified": result.verified, "user_id": result.user_id}
     content["factor_id"] = result.factor_id
+    if result.assurance_token is not None:
+        content["assurance_token"] = result.assurance_token
     return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
 
 
@@ -122,6 +132,7 @@ _OPENAPI: dict[str, Any] = {
 
 @router.post(VERIFY_PATH, response_model=WebAuthnResultOut, openapi_extra=_OPENAPI)
 async def finish_authentication(request: Request) -> Response:
-    """`verified: true` with the user and factor, or `verified: false`; never says why (the
-    audit log does). Needs the `verify` scope."""
+    """`verified: true` with the user, the factor and an `assurance_token` (for the user's
+    sensitive changes in the next minutes), or `verified: false`; never says why (the audit log
+    does). Needs the `verify` scope."""
     return await handle_verify(request)
