@@ -46,6 +46,7 @@ from sparekey.services.webauthn import AuthenticatorDirectory, WebAuthnPolicy, W
 from sparekey.settings import Settings, SettingsError
 from sparekey.storage.database import Database
 from sparekey.storage.keystore import SqlKeyStore
+from sparekey.storage.prepared import Unit
 
 if TYPE_CHECKING:
     from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
@@ -97,6 +98,7 @@ class Sparekey:
             auditor=self.audit,
             policy=_webauthn_policy(settings, clock),
             assurance=self.assurance,
+            on_sign_in=self._signed_in,
         )
         self.factors = FactorService(
             db=db,
@@ -134,6 +136,7 @@ class Sparekey:
             throttle=self.throttle,
             auditor=self.audit,
             assurance=self.assurance,
+            on_sign_in=self._signed_in,
         )
         self.readiness = ReadinessService(
             db=db,
@@ -163,6 +166,10 @@ class Sparekey:
             assurance=self.assurance,
             backup_codes=self.backup_codes,
         )
+
+    def _signed_in(self, unit: Unit, user_id: str, caller: Caller) -> None:
+        """A successful sign-in, in its own transaction: cancels the user's open recovery."""
+        self.recovery.cancel_on_sign_in(unit, user_id, caller)
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock | None = None) -> Sparekey:

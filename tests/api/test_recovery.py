@@ -318,3 +318,39 @@ def test_contacts_must_be_two_to_five_other_users(client: TestClient, desk: Desk
             "/v1/users/solo/trusted-contacts", json={"contacts": contacts}, headers=desk.app
         )
         assert answer.status_code == status, (contacts, answer.text)
+
+
+def test_a_security_key_sign_in_cancels_too_but_not_a_redeemed_recovery(
+    client: TestClient, desk: Desk, alice: dict[str, Any], clock: FixedClock
+) -> None:
+    from tests.api.test_webauthn import ORIGIN
+    from tests.softauthn import SoftAuthenticator
+
+    clock.advance(30)
+    token = sign_in_token(client, "alice", str(alice["secret"]), clock)
+    key = SoftAuthenticator()
+    options = client.post(
+        "/v1/users/alice/webauthn/registrations", headers={"Sparekey-Assurance": token}
+    ).json()["options"]
+    made = client.post(
+        "/v1/users/alice/webauthn/registrations/verify",
+        json={"credential": key.create(options, origin=ORIGIN)},
+        headers={"Sparekey-Assurance": token},
+    )
+    assert made.status_code == 201, made.text
+
+    def sign_in_with_key() -> None:
+        begun = client.post("/v1/webauthn/authentications", json={"user_id": "alice"}).json()
+        assertion = key.get(begun["options"], origin=ORIGIN)
+        answer = client.post("/v1/webauthn/authentications/verify", json={"credential": assertion})
+        assert answer.json()["verified"] is True
+
+    case_id = open_case(client, desk)["id"]
+    sign_in_with_key()
+    assert client.get(f"{CASES}/{case_id}", headers=desk.ada).json()["state"] == "cancelled"
+
+    case_id = to_ready(client, desk, clock)
+    access_pass = step(client, case_id, "pass", desk.hank).json()["access_pass"]
+    assert redeem(client, desk, access_pass).status_code == 200
+    sign_in_with_key()
+    assert client.get(f"{CASES}/{case_id}", headers=desk.ada).json()["state"] == "ready"

@@ -62,6 +62,7 @@ from sparekey.storage import factors as factors_repo
 from sparekey.storage import recovery as repo
 from sparekey.storage import users as users_repo
 from sparekey.storage.database import Database
+from sparekey.storage.prepared import Unit
 
 __all__ = [
     "BackupCodeIssuer",
@@ -311,26 +312,18 @@ class RecoveryService:
             raise CaseNotFoundError(f"open case of {user_id}")
         return self._close(case.id, CaseState.CANCELLED, reason or "cancelled by the user", caller)
 
-    def cancel_open(self, conn: Connection, user_id: str, *, caller: Caller) -> int:
-        """Inside the caller's transaction: the user signed in with a working factor, so any
-        open case of theirs is not needed. Returns how many were cancelled."""
-        case = repo.open_case_of(conn, user_id)
-        if case is None or case.pass_redeemed_at is not None:
-            return 0  # a redeemed pass is the user's own recovery under way
+    def cancel_on_sign_in(self, unit: Unit, user_id: str, caller: Caller) -> None:
+        """Inside the transaction of a successful sign-in: the user has a working factor, so an
+        open case of theirs is not needed (unless its pass was redeemed: that is the user's own
+        recovery under way). Audited and notified like any cancellation."""
         now = self._clock.now()
-        if repo.transition(
-            conn,
-            case.id,
-            expected=case.state,
-            now=now,
-            state=CaseState.CANCELLED,
-            closed_at=now,
-            closed_by=caller.label,
-            close_reason="the user signed in with a working factor",
-        ):
-            self._record(conn, case, "recovery.cancelled", caller, why="signed in")
-            return 1
-        return 0
+        for case_id in repo.cancel_on_sign_in(unit, user_id, now=now, by=caller.label):
+            entry = AuditEntry(
+                event="recovery.cancelled",
+                user_id=user_id,
+                details={"case_id": case_id, "why": "the user signed in"},
+            )
+            self._auditor.record(unit, entry, caller)
 
     def _close(
         self, case_id: str, state: CaseState, reason: str | None, caller: Caller

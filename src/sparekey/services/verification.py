@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import datetime
+from typing import Protocol
 
 from sparekey.crypto.aead import DecryptionError
 from sparekey.crypto.keyring import Keyring
@@ -41,6 +42,12 @@ NOT_VERIFIED = VerifyResult(verified=False)
 log = logging.getLogger("sparekey.verification")
 
 
+class SignInHook(Protocol):
+    """Called inside the transaction of a successful sign-in (recovery: cancel open cases)."""
+
+    def __call__(self, unit: Unit, user_id: str, caller: Caller) -> None: ...
+
+
 class VerificationService:
     def __init__(
         self,
@@ -53,7 +60,9 @@ class VerificationService:
         throttle: Throttle,
         auditor: Auditor,
         assurance: AssuranceService,
+        on_sign_in: SignInHook | None = None,
     ) -> None:
+        self._on_sign_in = on_sign_in
         self._assurance = assurance
         self._db = db
         self._keyring = keyring
@@ -101,6 +110,8 @@ class VerificationService:
                     unit.write(), factor.id, step=found.step, drift=found.drift, now=now
                 ):
                     self._throttle.succeed(unit, user_id, now=now)
+                    if state.open_recovery_case and self._on_sign_in is not None:
+                        self._on_sign_in(unit, user_id, caller)
                     details = {"factor_id": factor.id, "factor_type": factor.type.value}
                     entry = AuditEntry(event="verify.succeeded", user_id=user_id, details=details)
                     self._auditor.record(unit, entry, caller)
@@ -143,6 +154,8 @@ class VerificationService:
                 self._failed(unit.write(), user_id, "backup_code", caller)
                 return NOT_VERIFIED
             throttle_repo.clear(unit, user_id)  # a non-guessable success lifts the throttle
+            if self._on_sign_in is not None:
+                self._on_sign_in(unit, user_id, caller)
             details = {"remaining": remaining}
             entry = AuditEntry(event="backup_code.used", user_id=user_id, details=details)
             self._auditor.record(unit, entry, caller)

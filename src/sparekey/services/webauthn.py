@@ -76,6 +76,7 @@ from sparekey.services._ids import new_id
 from sparekey.services.assurance import NO_ASSURANCE, Assurance, AssuranceService, Operation
 from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.factors import MAX_FACTORS_PER_USER
+from sparekey.services.verification import SignInHook
 from sparekey.storage import factors as factors_repo
 from sparekey.storage import throttle as throttle_repo
 from sparekey.storage import users as users_repo
@@ -144,7 +145,9 @@ class WebAuthnService:
         auditor: Auditor,
         policy: WebAuthnPolicy,
         assurance: AssuranceService,
+        on_sign_in: SignInHook | None = None,
     ) -> None:
+        self._on_sign_in = on_sign_in
         self._assurance = assurance
         self._db = db
         self._clock = clock
@@ -525,6 +528,8 @@ class WebAuthnService:
             self._counter_regressed(unit, stored, new_count, caller)
         if stored.throttled:
             throttle_repo.clear(unit, stored.user_id)  # not guessable: lifts the throttle
+        if stored.open_recovery_case and self._on_sign_in is not None:
+            self._on_sign_in(unit, stored.user_id, caller)
         details = {"factor_id": stored.factor_id, "factor_type": "webauthn"}
         entry = AuditEntry(event="verify.succeeded", user_id=stored.user_id, details=details)
         self._auditor.record(unit, entry, caller)

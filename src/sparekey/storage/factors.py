@@ -18,6 +18,7 @@ from sparekey.domain.models import (
 )
 from sparekey.protocols.rfc4226 import HashAlgorithm
 from sparekey.storage.prepared import Prepared, Unit, run
+from sparekey.storage.recovery import OPEN_CASE_EXISTS
 from sparekey.storage.tables import backup_codes, factors, users, webauthn_credentials
 
 __all__ = [
@@ -208,6 +209,7 @@ _VERIFY_STATE = Prepared(
         users.c.otp_suspended_at,
         _REMAINING_CODES.label("remaining"),
         *_OTP_COLUMNS,
+        OPEN_CASE_EXISTS.label("open_case"),
     )
     .select_from(
         users.outerjoin(
@@ -234,6 +236,7 @@ class VerifyState:
     factors: list[OtpFactor]
     backup_codes_remaining: int
     throttle: ThrottleState
+    open_recovery_case: bool = False  # a sign-in cancels it
 
 
 def verify_state(target: Connection | Unit, user_id: str) -> VerifyState | None:
@@ -259,7 +262,12 @@ def verify_state(target: Connection | Unit, user_id: str) -> VerifyState | None:
         if row[4] is not None
     ]
     throttle = ThrottleState(failures=first[0], locked_until=first[1], suspended_at=first[2])
-    return VerifyState(factors=found, backup_codes_remaining=int(first[3]), throttle=throttle)
+    return VerifyState(
+        factors=found,
+        backup_codes_remaining=int(first[3]),
+        throttle=throttle,
+        open_recovery_case=bool(first[14]),
+    )
 
 
 _NEWER_STEP = or_(factors.c.last_step.is_(None), factors.c.last_step < bindparam("step"))

@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, or_, select, update
 
 from sparekey.domain.models import CaseState, RecoveryCase
-from sparekey.storage.tables import recovery_approvals, recovery_cases, trusted_contacts
+from sparekey.storage.prepared import Prepared, Unit, run
+from sparekey.storage.tables import recovery_approvals, recovery_cases, trusted_contacts, users
 
 __all__ = [
+    "OPEN_CASE_EXISTS",
     "OPEN_STATES",
     "StoredPass",
     "add_approval",
+    "cancel_on_sign_in",
     "contacts_of",
     "get_case",
     "insert_case",
@@ -28,6 +31,38 @@ __all__ = [
 ]
 
 OPEN_STATES = [s.value for s in CaseState if s.open]
+# "The case is open", without an IN list (prepared statements are compiled once; see Prepared)
+_IS_OPEN = or_(*(recovery_cases.c.state == state for state in OPEN_STATES))
+OPEN_CASE_EXISTS = (
+    select(recovery_cases.c.id)
+    .where(recovery_cases.c.user_id == users.c.id, _IS_OPEN)
+    .limit(1)
+    .exists()
+)
+_CANCEL_ON_SIGN_IN = Prepared(
+    update(recovery_cases)
+    .where(
+        recovery_cases.c.user_id == bindparam("user_id"),
+        _IS_OPEN,
+        recovery_cases.c.pass_redeemed_at.is_(None),
+    )
+    .values(
+        state=CaseState.CANCELLED.value,
+        updated_at=bindparam("now"),
+        closed_at=bindparam("now"),
+        closed_by=bindparam("by"),
+        close_reason="the user signed in with a working factor",
+    )
+    .returning(recovery_cases.c.id)
+)
+
+
+def cancel_on_sign_in(
+    target: Connection | Unit, user_id: str, *, now: datetime, by: str
+) -> list[str]:
+    """Cancel the user's open cases whose pass was not redeemed; the ids cancelled."""
+    rows = run(target, _CANCEL_ON_SIGN_IN, {"user_id": user_id, "now": now, "by": by}).fetchall()
+    return [row[0] for row in rows]
 
 
 @dataclass(frozen=True, kw_only=True)

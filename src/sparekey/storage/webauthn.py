@@ -9,6 +9,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from sparekey.domain.models import FactorStatus, WebAuthnCredential
 from sparekey.storage.prepared import Prepared, Unit, run
+from sparekey.storage.recovery import OPEN_CASE_EXISTS
 from sparekey.storage.tables import factors, users, webauthn_challenges, webauthn_credentials
 
 __all__ = [
@@ -46,6 +47,7 @@ class StoredCredential:
     sign_count: int
     backed_up: bool
     throttled: bool  # the user's OTP throttle holds failures, a lock or a suspension
+    open_recovery_case: bool = False  # a sign-in cancels it
 
 
 # -- user handles -------------------------------------------------------------------------------
@@ -121,6 +123,7 @@ _FIND = Prepared(
         users.c.otp_failures,
         users.c.otp_locked_until,
         users.c.otp_suspended_at,
+        OPEN_CASE_EXISTS.label("open_case"),
     )
     .select_from(
         webauthn_credentials.join(factors, factors.c.id == webauthn_credentials.c.factor_id).join(
@@ -151,7 +154,7 @@ def find_credential(target: Connection | Unit, credential_id: bytes) -> StoredCr
     row = run(target, _FIND, {"credential_id": credential_id}).fetchone()
     if row is None:
         return None
-    factor_id, user_id, handle, status, public_key, count, backed_up, *throttle = row
+    factor_id, user_id, handle, status, public_key, count, backed_up, *throttle, open_case = row
     return StoredCredential(
         factor_id=factor_id,
         user_id=user_id,
@@ -161,6 +164,7 @@ def find_credential(target: Connection | Unit, credential_id: bytes) -> StoredCr
         sign_count=int(count),
         backed_up=bool(backed_up),
         throttled=bool(throttle[0]) or throttle[1] is not None or throttle[2] is not None,
+        open_recovery_case=bool(open_case),
     )
 
 
