@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -160,6 +161,19 @@ def recovery_approve(case_id: str, operator: OperatorName, data_dir: DataDir = N
     typer.echo(_show(case))
 
 
+def _close(
+    case_id: str, operator: str, reason: str | None, data_dir: Path | None, how: str
+) -> None:
+    sparekey = open_sparekey(data_dir)
+    try:
+        caller = sparekey.operators.caller(operator)
+        close = sparekey.recovery.deny if how == "deny" else sparekey.recovery.cancel
+        case = close(case_id, reason=reason, caller=caller)
+    finally:
+        sparekey.close()
+    typer.echo(_show(case))
+
+
 @recovery_app.command("deny")
 @friendly_errors
 def recovery_deny(
@@ -168,13 +182,8 @@ def recovery_deny(
     reason: Annotated[str | None, typer.Option()] = None,
     data_dir: DataDir = None,
 ) -> None:
-    sparekey = open_sparekey(data_dir)
-    try:
-        caller = sparekey.operators.caller(operator)
-        case = sparekey.recovery.deny(case_id, reason=reason, caller=caller)
-    finally:
-        sparekey.close()
-    typer.echo(_show(case))
+    """Refuse a case (admins)."""
+    _close(case_id, operator, reason, data_dir, "deny")
 
 
 @recovery_app.command("cancel")
@@ -185,13 +194,8 @@ def recovery_cancel(
     reason: Annotated[str | None, typer.Option()] = None,
     data_dir: DataDir = None,
 ) -> None:
-    sparekey = open_sparekey(data_dir)
-    try:
-        caller = sparekey.operators.caller(operator)
-        case = sparekey.recovery.cancel(case_id, reason=reason, caller=caller)
-    finally:
-        sparekey.close()
-    typer.echo(_show(case))
+    """Stop a case for good."""
+    _close(case_id, operator, reason, data_dir, "cancel")
 
 
 @recovery_app.command("issue-pass")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from webauthn import (
     generate_authentication_options,
@@ -178,16 +179,7 @@ class WebAuthnService:
             handle = repo.user_handle(conn, user_id, new=os.urandom(32))
             assert handle is not None
             existing = repo.credentials_of(conn, user_id)
-            repo.purge_expired_challenges(conn, now=now)
-            repo.insert_challenge(
-                conn,
-                hashlib.sha256(challenge).digest(),
-                ceremony=REGISTRATION,
-                user_id=user_id,
-                user_verification=policy.user_verification,
-                now=now,
-                expires_at=now + policy.challenge_ttl,
-            )
+            self._store_challenge(conn, challenge, REGISTRATION, user_id, now)
         options = generate_registration_options(
             rp_id=policy.rp_id,
             rp_name=policy.rp_name,
@@ -363,6 +355,21 @@ class WebAuthnService:
             )
         return {fmt: roots for fmt in AttestationFormat if fmt is not AttestationFormat.NONE}
 
+    def _store_challenge(
+        self, conn: Connection, challenge: bytes, ceremony: str, user_id: str | None, now: datetime
+    ) -> None:
+        """Keep a new challenge (as its SHA-256) for one answer, and sweep out expired ones."""
+        repo.purge_expired_challenges(conn, now=now)
+        repo.insert_challenge(
+            conn,
+            hashlib.sha256(challenge).digest(),
+            ceremony=ceremony,
+            user_id=user_id,
+            user_verification=self.policy.user_verification,
+            now=now,
+            expires_at=now + self.policy.challenge_ttl,
+        )
+
     def _registration_refused(self, user_id: str, reason: str, caller: Caller) -> None:
         with self._db.write() as conn:
             if users_repo.user_exists(conn, user_id):
@@ -411,16 +418,7 @@ class WebAuthnService:
                 allowed = [_descriptor(c, t) for c, t in repo.credentials_of(conn, user_id)]
                 if not allowed:
                     raise NoCredentialsError(user_id)
-            repo.purge_expired_challenges(conn, now=now)
-            repo.insert_challenge(
-                conn,
-                hashlib.sha256(challenge).digest(),
-                ceremony=AUTHENTICATION,
-                user_id=user_id,
-                user_verification=policy.user_verification,
-                now=now,
-                expires_at=now + policy.challenge_ttl,
-            )
+            self._store_challenge(conn, challenge, AUTHENTICATION, user_id, now)
         options = generate_authentication_options(
             rp_id=policy.rp_id,
             challenge=challenge,
