@@ -69,7 +69,8 @@ def _reset_postgres(url: str) -> None:
         conn.execute(
             text(
                 "TRUNCATE users, factors, backup_codes, api_keys, audit_events,"
-                " audit_checkpoints, data_keys, outbox RESTART IDENTITY CASCADE"
+                " audit_checkpoints, data_keys, outbox, web_sessions, portal_links"
+                " RESTART IDENTITY CASCADE"
             )
         )
         conn.execute(

@@ -39,6 +39,7 @@ from sparekey.services.otp import OtpPolicy
 from sparekey.services.ratelimit import Limit, RequestGuard, build_rate_limiter
 from sparekey.services.readiness import ReadinessPolicy, ReadinessService
 from sparekey.services.recovery import RecoveryPolicy, RecoveryService
+from sparekey.services.sessions import SessionPolicy, SessionService
 from sparekey.services.throttle import Throttle, ThrottlePolicy
 from sparekey.services.users import UserService
 from sparekey.services.verification import VerificationService
@@ -165,6 +166,16 @@ class Sparekey:
             policy=_recovery_policy(settings),
             assurance=self.assurance,
             backup_codes=self.backup_codes,
+        )
+        self.sessions = SessionService(
+            db=db,
+            clock=clock,
+            auditor=self.audit,
+            policy=SessionPolicy(
+                idle=timedelta(seconds=settings.web_session_idle_seconds),
+                lifetime=timedelta(seconds=settings.web_session_max_seconds),
+                link_ttl=timedelta(seconds=settings.portal_link_seconds),
+            ),
         )
 
     def _signed_in(self, unit: Unit, user_id: str, caller: Caller) -> None:

@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     key_refresh_seconds: float = Field(
         default=5.0, ge=0, le=300, description="how soon every node uses a newly rotated data key"
     )
+    web_session_idle_seconds: int = Field(
+        default=1800, ge=60, le=86_400, description="a web session ends after this long unused"
+    )
+    web_session_max_seconds: int = Field(
+        default=43_200, ge=300, le=7 * 86_400, description="and this long after it began"
+    )
+    portal_link_seconds: int = Field(default=300, ge=30, le=3600, description="portal links")
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="proxies trusted for X-Forwarded-For/-Proto (comma-separated, or *)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(default=False, description="log every HTTP request")
     # Security notifications (services/notifications.py): email over SMTP, webhooks to the app.

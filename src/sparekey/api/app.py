@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -18,6 +18,7 @@ from sparekey.api.problems import PROBLEMS, ProblemModel, problem_response, to_p
 from sparekey.api.routers import (
     audit,
     factors,
+    portal_links,
     readiness,
     recovery,
     system,
@@ -27,6 +28,7 @@ from sparekey.api.routers import (
 )
 from sparekey.domain.errors import SparekeyError
 from sparekey.runtime import Sparekey
+from sparekey.web import install_web, is_web_path, web_error_response
 
 __all__ = ["create_app"]
 
@@ -46,6 +48,8 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     ]
 }
 
+_WEB_HTTP = {404: "There is no such page.", 405: "This page does not take that kind of request."}
+
 _STATUS_SLUGS = {404: "not-found", 405: "method-not-allowed", 415: "unsupported-media-type"}
 
 
@@ -58,11 +62,12 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
     )
     api.state.sparekey = app
     api.state.metrics = metrics or Metrics()
-    routers = (verify, users, factors, webauthn, readiness, recovery, audit, system)
+    routers = (verify, users, factors, webauthn, readiness, recovery, audit, portal_links, system)
     for router in (module.router for module in routers):
         api.include_router(router)
     for fast in (verify.fast_route, webauthn.fast_route):  # the hot paths skip FastAPI's machinery
         api.router.routes.insert(0, fast)
+    install_web(api)
     _install_error_handlers(api)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api
@@ -70,11 +75,15 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
 
 def _install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(SparekeyError)
-    async def domain_error(request: Request, exc: SparekeyError) -> JSONResponse:
+    async def domain_error(request: Request, exc: SparekeyError) -> Response:
+        if is_web_path(request.url.path):
+            return web_error_response(request, to_problem(exc).status_code, exc.detail)
         return to_problem(exc)
 
     @api.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if is_web_path(request.url.path):
+            return web_error_response(request, 400, "The address or the form is not valid.")
         problems = exc.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
             return problem_response("malformed-request", "the body is not valid JSON")
@@ -87,22 +96,28 @@ def _install_error_handlers(api: FastAPI) -> None:
         return problem_response("invalid-input", detail, errors=field_errors)
 
     @api.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_web_path(request.url.path):
+            return web_error_response(request, exc.status_code, _WEB_HTTP.get(exc.status_code, ""))
         slug = _STATUS_SLUGS.get(exc.status_code)
         if slug is None:
             slug = "malformed-request" if exc.status_code < 500 else "internal-error"
         return problem_response(slug, str(exc.detail), headers=dict(exc.headers or {}))
 
     @api.exception_handler(OperationalError)
-    async def database_busy(request: Request, exc: OperationalError) -> JSONResponse:
+    async def database_busy(request: Request, exc: OperationalError) -> Response:
         log.warning("database unavailable: %s", exc.orig)
+        if is_web_path(request.url.path):
+            return web_error_response(request, 503, "The server is busy. Please try again.")
         return problem_response(
             "unavailable", "the database is busy; retry", headers={"Retry-After": "1"}
         )
 
     @api.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if is_web_path(request.url.path):
+            return web_error_response(request, 500, "The server failed; nothing was changed.")
         return problem_response("internal-error", "the server failed; nothing was changed")
 
 

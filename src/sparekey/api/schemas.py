@@ -216,6 +216,14 @@ class ResyncBody(Body):
     )
 
 
+class PortalLinkOut(BaseModel):
+    url: str = Field(
+        description="Send the user's browser here (a redirect): a single-use link that opens "
+        "their security page, signed in"
+    )
+    expires_at: datetime
+
+
 class BackupCodesOut(BaseModel):
     codes: list[str] = Field(description="Shown once; each works once")
     created_at: datetime

@@ -99,6 +99,8 @@ def serve(
             log_level=settings.log_level,
             access_log=settings.access_log,
             server_header=False,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
     finally:
         if delivery is not None:

@@ -506,6 +506,17 @@ class RecoveryService:
                 raise UserNotFoundError(user_id)
             return repo.contacts_of(conn, user_id)
 
+    def contact_requests(self, contact_id: str) -> list[RecoveryCase]:
+        """Open cases, approved by contacts, of the users who named ``contact_id``: what this
+        contact may approve."""
+        with self._db.write() as conn:
+            found: list[RecoveryCase] = []
+            for user_id in repo.users_naming(conn, contact_id):
+                case = repo.open_case_of(conn, user_id)
+                if case is not None and case.approval == "contacts":
+                    found.append(self._refresh(conn, case, SYSTEM))
+        return [c for c in found if c.state in (CaseState.REQUESTED, CaseState.IDENTITY_VERIFIED)]
+
     def set_contacts(
         self,
         user_id: str,

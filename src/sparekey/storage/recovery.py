@@ -242,3 +242,13 @@ def set_contacts(conn: Connection, user_id: str, contact_ids: list[str], *, now:
             insert(trusted_contacts),
             [{"user_id": user_id, "contact_id": c, "created_at": now} for c in contact_ids],
         )
+
+
+def users_naming(conn: Connection, contact_id: str) -> list[str]:
+    """The users who named ``contact_id`` as a trusted contact."""
+    rows = conn.execute(
+        select(trusted_contacts.c.user_id)
+        .where(trusted_contacts.c.contact_id == contact_id)
+        .order_by(trusted_contacts.c.user_id)
+    )
+    return [row[0] for row in rows]

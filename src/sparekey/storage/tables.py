@@ -297,3 +297,32 @@ recovery_approvals = Table(
     Column("approver", String(100), primary_key=True),  # "operator:<id>" or "contact:<user id>"
     Column("approved_at", UtcDateTime, nullable=False),
 )
+
+# Web sessions of the self-service pages (and, later, the console): the cookie holds a random
+# 256-bit token, the database only its SHA-256 (docs/decisions/0012-web-sessions.md).
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_digest", LargeBinary(32), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "portal"; "console" later
+    Column("subject", String(128), nullable=False),  # the user id
+    Column("csrf_secret", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),  # min(idle, absolute)
+    Column("step_up_token", String(2048)),  # an assurance token, server-side only
+    Column("step_up_expires_at", UtcDateTime),
+    Index(None, "subject"),
+    Index(None, "expires_at"),
+)
+
+portal_links = Table(
+    "portal_links",
+    metadata,
+    Column("token_digest", LargeBinary(32), primary_key=True),
+    Column("user_id", String(128), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime),
+    Index(None, "expires_at"),
+)
