@@ -354,3 +354,46 @@ def test_a_security_key_sign_in_cancels_too_but_not_a_redeemed_recovery(
     assert redeem(client, desk, access_pass).status_code == 200
     sign_in_with_key()
     assert client.get(f"{CASES}/{case_id}", headers=desk.ada).json()["state"] == "ready"
+
+
+def test_a_trusted_contact_who_did_not_hear_from_the_user_denies(
+    client: TestClient, desk: Desk, alice: dict[str, Any], clock: FixedClock
+) -> None:
+    secrets = {}
+    for friend in ("bea", "cy"):
+        create_user(client, friend)
+        factor = enroll(client, friend)
+        client.post(
+            f"/v1/users/{friend}/factors/{factor['id']}/confirm",
+            json={"code": totp_code(str(factor["secret"]), clock.now())},
+        )
+        secrets[friend] = str(factor["secret"])
+    clock.advance(30)
+    token = sign_in_token(client, "alice", str(alice["secret"]), clock)
+    client.put(
+        "/v1/users/alice/trusted-contacts",
+        json={"contacts": ["bea", "cy"]},
+        headers={**desk.app, "Sparekey-Assurance": token},
+    )
+    case_id = open_case(client, desk, approval="contacts")["id"]
+    no_token = client.post(
+        f"{CASES}/{case_id}/contact-denials", json={"contact_id": "bea"}, headers=desk.app
+    )
+    assert no_token.status_code == 403
+    clock.advance(30)
+    bea = sign_in_token(client, "bea", secrets["bea"], clock)
+    denied = client.post(
+        f"{CASES}/{case_id}/contact-denials",
+        json={"contact_id": "bea"},
+        headers={**desk.app, "Sparekey-Assurance": bea},
+    )
+    assert denied.status_code == 200, denied.text
+    assert denied.json()["state"] == "denied"
+    assert denied.json()["closed_by"] == "contact:bea"
+    cy = sign_in_token(client, "cy", secrets["cy"], clock)
+    late = client.post(
+        f"{CASES}/{case_id}/contact-approvals",
+        json={"contact_id": "cy"},
+        headers={**desk.app, "Sparekey-Assurance": cy},
+    )
+    assert late.status_code == 409, "a denied case takes no more approvals"

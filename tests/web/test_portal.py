@@ -268,3 +268,25 @@ def test_a_contact_approves_a_request_after_a_step_up(
     )
     assert "Your approval was recorded" in approved.text
     assert sparekey.recovery.get(case.id).approvals == ("contact:bea",)
+
+
+def test_a_contact_denies_a_request_they_did_not_expect(
+    client: TestClient, browser: TestClient, sparekey: Sparekey, clock: FixedClock
+) -> None:
+    for name in ("alice", "bea", "cy"):
+        create_user(client, name)
+    bea = enroll_confirmed_totp(client, clock.now(), "bea")
+    sparekey.recovery.set_contacts("alice", ["bea", "cy"], caller=Caller(type="system"))
+    case = sparekey.recovery.request("alice", approval="contacts", caller=Caller(type="system"))
+    token = sign_in(client, browser, "bea")
+    assert f"/portal/contacts/requests/{case.id}/deny" in browser.get("/portal/contacts").text
+    clock.advance(30)
+    code = totp_code(str(bea["secret"]), clock.now())
+    browser.post(
+        "/portal/step-up", data={"csrf_token": token, "code": code, "next": "/portal/contacts"}
+    )
+    denied = browser.post(f"/portal/contacts/requests/{case.id}/deny", data={"csrf_token": token})
+    assert "the recovery is stopped" in denied.text
+    assert sparekey.recovery.get(case.id).state.value == "denied"
+    unknown = browser.post(f"/portal/contacts/requests/{case.id}/maybe", data={"csrf_token": token})
+    assert unknown.status_code == 404

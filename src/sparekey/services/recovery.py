@@ -262,20 +262,51 @@ class RecoveryService:
         self, case_id: str, *, contact_id: str, assurance_token: str | None, caller: Caller
     ) -> RecoveryCase:
         """A trusted contact's approval, with a fresh second-factor verification of their own."""
+        with self._db.write() as conn:
+            case = self._contact_case(conn, case_id, contact_id, assurance_token, caller)
+            return self._add_approval(conn, case, f"contact:{contact_id}", caller)
+
+    def deny_as_contact(
+        self, case_id: str, *, contact_id: str, assurance_token: str | None, caller: Caller
+    ) -> RecoveryCase:
+        """A trusted contact says no (they did not hear from the user): the case is denied."""
+        now = self._clock.now()
+        with self._db.write() as conn:
+            case = self._contact_case(conn, case_id, contact_id, assurance_token, caller)
+            self._move(
+                conn,
+                case,
+                CaseState.DENIED,
+                caller,
+                expected=case.state,
+                closed_at=now,
+                closed_by=f"contact:{contact_id}",
+                close_reason=f"denied by trusted contact {contact_id}",
+            )
+            return self._current(conn, case_id, caller)
+
+    def _contact_case(
+        self,
+        conn: Connection,
+        case_id: str,
+        contact_id: str,
+        assurance_token: str | None,
+        caller: Caller,
+    ) -> RecoveryCase:
+        """The case a trusted contact may decide on, after their own fresh verification."""
         if not assurance_token:
             raise PermissionDeniedError(
-                "a contact approves with a fresh verification: send their assurance token"
+                "a contact decides with a fresh verification: send their assurance token"
             )
         self._assurance.check(assurance_token, user_id=contact_id, purpose="step-up")
-        with self._db.write() as conn:
-            case = self._current(conn, case_id, caller, lock=True)
-            if case.approval != "contacts":
-                raise RecoveryStateError("this case is approved by admins, not contacts")
-            if case.state not in (CaseState.REQUESTED, CaseState.IDENTITY_VERIFIED):
-                raise RecoveryStateError(f"the case is {case.state.value}; it takes no approvals")
-            if contact_id not in repo.contacts_of(conn, case.user_id):
-                raise PermissionDeniedError(f"{contact_id!r} is not a trusted contact of this user")
-            return self._add_approval(conn, case, f"contact:{contact_id}", caller)
+        case = self._current(conn, case_id, caller, lock=True)
+        if case.approval != "contacts":
+            raise RecoveryStateError("this case is approved by admins, not contacts")
+        if case.state not in (CaseState.REQUESTED, CaseState.IDENTITY_VERIFIED):
+            raise RecoveryStateError(f"the case is {case.state.value}; it takes no decisions")
+        if contact_id not in repo.contacts_of(conn, case.user_id):
+            raise PermissionDeniedError(f"{contact_id!r} is not a trusted contact of this user")
+        return case
 
     def _add_approval(
         self, conn: Connection, case: RecoveryCase, approver: str, caller: Caller

@@ -56,6 +56,7 @@ NOTICES = {
     "recovery_cancelled": "The recovery was cancelled. Nobody can use it to get into your account.",
     "contacts_saved": "Your trusted contacts were saved.",
     "approved": "Your approval was recorded.",
+    "denied": "You denied the request; the recovery is stopped.",
     "stepped_up": "Verified. You can make changes for the next few minutes.",
 }
 
@@ -630,16 +631,21 @@ def set_contacts(request: Request, session: PortalSession, form: PortalForm) -> 
     return _redirect(f"{PORTAL}/contacts?done=contacts_saved")
 
 
-@router.post("/contacts/requests/{case_id}/approve")
-def approve_request(
-    request: Request, session: PortalSession, form: PortalForm, case_id: str
+@router.post("/contacts/requests/{case_id}/{decision}")
+def decide_request(
+    request: Request, session: PortalSession, form: PortalForm, case_id: str, decision: str
 ) -> Response:
+    """A trusted contact approves or denies a recovery request, after a step-up."""
     app = sparekey_of(request)
+    if decision not in ("approve", "deny"):
+        return _contacts_page(request, session, status=404, error="There is no such decision.")
     token = session.step_up(app.clock.now())
     if token is None:
         return _step_up(f"{PORTAL}/contacts")
+    recovery = app.recovery
+    decide = recovery.approve_as_contact if decision == "approve" else recovery.deny_as_contact
     try:
-        app.recovery.approve_as_contact(
+        decide(
             case_id,
             contact_id=session.subject,
             assurance_token=token,
@@ -647,7 +653,8 @@ def approve_request(
         )
     except SparekeyError as exc:
         return _contacts_page(request, session, status=409, error=exc.detail)
-    return _redirect(f"{PORTAL}/contacts?done=approved")
+    done = "approved" if decision == "approve" else "denied"
+    return _redirect(f"{PORTAL}/contacts?done={done}")
 
 
 # -- activity ------------------------------------------------------------------------------------

@@ -98,6 +98,24 @@ def approve_as_contact(
     return RecoveryCaseOut.of(case)
 
 
+@router.post(CASES + "/{case_id}/contact-denials", response_model=RecoveryCaseOut)
+def deny_as_contact(
+    case_id: CaseIdPath,
+    body: ContactApprovalBody,
+    app: App,
+    key: ManageKey,
+    sparekey_assurance: str | None = Header(default=None),
+) -> RecoveryCaseOut:
+    """A trusted contact refuses (they did not hear from the user): the case is denied."""
+    case = app.recovery.deny_as_contact(
+        case_id,
+        contact_id=body.contact_id,
+        assurance_token=sparekey_assurance,
+        caller=caller_of(key, body.context),
+    )
+    return RecoveryCaseOut.of(case)
+
+
 @router.post(CASES + "/{case_id}/deny", response_model=RecoveryCaseOut)
 def deny(case_id: CaseIdPath, body: ReasonBody, app: App, key: AdminKey) -> RecoveryCaseOut:
     caller = caller_of(key, body.context)
