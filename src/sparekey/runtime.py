@@ -156,7 +156,7 @@ class Sparekey:
             auditor=self.audit,
         )
         self.operators = OperatorService(
-            db=db, clock=clock, auditor=self.audit, api_keys=self.api_keys
+            db=db, clock=clock, auditor=self.audit, api_keys=self.api_keys, limiter=limiter
         )
         self.recovery = RecoveryService(
             db=db,
@@ -171,6 +171,7 @@ class Sparekey:
             db=db,
             clock=clock,
             auditor=self.audit,
+            keyring=keyring,
             policy=SessionPolicy(
                 idle=timedelta(seconds=settings.web_session_idle_seconds),
                 lifetime=timedelta(seconds=settings.web_session_max_seconds),

@@ -290,3 +290,29 @@ def test_a_contact_denies_a_request_they_did_not_expect(
     assert sparekey.recovery.get(case.id).state.value == "denied"
     unknown = browser.post(f"/portal/contacts/requests/{case.id}/maybe", data={"csrf_token": token})
     assert unknown.status_code == 404
+
+
+def test_the_step_up_kept_with_a_session_is_sealed_at_rest(
+    client: TestClient, browser: TestClient, sparekey: Sparekey, clock: FixedClock
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    create_user(client, "alice")
+    alice = enroll_confirmed_totp(client, clock.now(), "alice")
+    token = sign_in(client, browser, "alice")
+    clock.advance(30)
+    code = totp_code(str(alice["secret"]), clock.now())
+    stepped = browser.post(
+        "/portal/step-up", data={"csrf_token": token, "code": code, "next": "/portal"}
+    )
+    assert stepped.status_code == 200, stepped.text
+    engine = create_engine(sparekey.settings.resolved_database_url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT step_up_token FROM web_sessions")).scalars().all()
+    engine.dispose()
+    assert [s for s in stored if s], "the step-up is kept with the session"
+    assert all("sat1." not in (s or "") for s in stored), "never the assurance token itself"
+    # ... and it still opens: a sensitive action goes through without asking again.
+    made = browser.post("/portal/backup-codes", data={"csrf_token": token}, follow_redirects=False)
+    assert made.status_code == 200, made.headers.get("location")
+    assert len(re.findall(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}\b", made.text)) >= 10

@@ -8,13 +8,16 @@ only the browser holds; the database keeps their SHA-256.
   exactly one starts a session.
 - A session has a kind (``portal``; the console's will be ``console``), a subject (the user id),
   a CSRF secret, an idle deadline and an absolute one (the earlier is ``expires_at``), and
-  perhaps a step-up: the assurance token of a fresh verification with its expiry, kept here so
+  perhaps a step-up: the assurance token of a fresh verification (sealed with the encryption
+  data key, bound to the session) with its expiry, kept here so
   that it never reaches a cookie or a page.
 - Signing out deletes the row.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -23,6 +26,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
+from sparekey.crypto.aead import DecryptionError
+from sparekey.crypto.keyring import Keyring, UnknownKeyError
 from sparekey.domain.errors import AuthenticationError, UserNotFoundError
 from sparekey.domain.models import Caller
 from sparekey.domain.ports import Clock
@@ -41,6 +46,9 @@ __all__ = [
 ]
 
 PORTAL = "portal"
+CONSOLE = "console"
+# A console sign-in whose password was right, while the operator sets up their authenticator app
+CONSOLE_SETUP = "console_setup"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +89,10 @@ class OpenedSession:
     session: WebSession
 
 
+def _step_up_aad(digest: bytes) -> bytes:
+    return b"sparekey/web-session-step-up/v1|" + digest
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
@@ -94,8 +106,15 @@ def csrf_matches(session: WebSession, presented: str | None) -> bool:
 
 class SessionService:
     def __init__(
-        self, *, db: Database, clock: Clock, auditor: Auditor, policy: SessionPolicy
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        auditor: Auditor,
+        policy: SessionPolicy,
+        keyring: Keyring,
     ) -> None:
+        self._keyring = keyring
         self._db = db
         self._clock = clock
         self._auditor = auditor
@@ -140,6 +159,24 @@ class SessionService:
                 conn, AuditEntry(event="portal.signed_in", user_id=user_id), caller
             )
         return opened
+
+    def start(
+        self, kind: str, subject: str, *, caller: Caller, event: str | None = None
+    ) -> OpenedSession:
+        """A session of ``kind`` for ``subject`` (a user id), audited as ``event`` if given,
+        in one transaction."""
+        now = self._clock.now()
+        with self._db.write() as conn:
+            repo.purge_expired(conn, now=now)
+            opened = self._open(conn, kind, subject, now)
+            if event is not None:
+                self._auditor.record(conn, AuditEntry(event=event, user_id=subject), caller)
+        return opened
+
+    def discard(self, session: WebSession) -> None:
+        """End a session without a sign-out record (a setup step that led to a sign-in)."""
+        with self._db.write() as conn:
+            repo.delete_session(conn, session.digest)
 
     def _open(self, conn: Connection, kind: str, subject: str, now: datetime) -> OpenedSession:
         token = secrets.token_urlsafe(32)
@@ -188,15 +225,33 @@ class SessionService:
             csrf_token=row.csrf_secret,
             created_at=row.created_at,
             expires_at=expires,
-            step_up_token=row.step_up_token,
+            step_up_token=self._open_step_up(digest, row.step_up_token),
             step_up_expires_at=row.step_up_expires_at,
         )
 
     def record_step_up(self, session: WebSession, assurance_token: str, *, ttl: timedelta) -> None:
         """Keep a fresh verification's assurance token with the session until it expires."""
         expires = self._clock.now() + ttl
+        key_id, sealed = self._keyring.encrypt(
+            assurance_token.encode("ascii"), aad=_step_up_aad(session.digest)
+        )
+        stored = f"{key_id}.{base64.urlsafe_b64encode(sealed).decode('ascii')}"
         with self._db.write() as conn:
-            repo.set_step_up(conn, session.digest, assurance_token, expires_at=expires)
+            repo.set_step_up(conn, session.digest, stored, expires_at=expires)
+
+    def _open_step_up(self, digest: bytes, stored: str | None) -> str | None:
+        """The session's assurance token, sealed at rest like every secret; a token that no
+        longer opens (its data key rotated away) is simply no step-up."""
+        if not stored:
+            return None
+        key_text, _, blob = stored.partition(".")
+        try:
+            plain = self._keyring.decrypt(
+                int(key_text), base64.urlsafe_b64decode(blob), aad=_step_up_aad(digest)
+            )
+        except (ValueError, binascii.Error, DecryptionError, UnknownKeyError):
+            return None
+        return plain.decode("ascii")
 
     def sign_out(self, session: WebSession, *, caller: Caller) -> None:
         with self._db.write() as conn:
