@@ -77,6 +77,38 @@ def admin_disable(name: str, data_dir: DataDir = None) -> None:
     typer.echo(f"Disabled {name}.", err=True)
 
 
+@admin_app.command("set-password")
+@friendly_errors
+def admin_set_password(
+    name: str,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help="Read the password from this file's first line [prompt twice]",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Set an operator's admin-console password (only its Argon2id hash is stored)."""
+    if password_file is not None:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+        password = lines[0] if lines else ""
+    else:
+        password = typer.prompt(
+            f"Console password for {name}", hide_input=True, confirmation_prompt=True
+        )
+    sparekey = open_sparekey(data_dir)
+    try:
+        sparekey.operators.set_password(name, password, caller=OPERATOR)
+    finally:
+        sparekey.close()
+    typer.echo(f"Set the console password of {name}.", err=True)
+
+
 def _show(case: RecoveryCase) -> str:
     line = f"{case.id}  {case.user_id:<24} {case.state.value:<18} approvals "
     line += f"{len(case.approvals)}/{case.approvals_needed} ({case.approval})"

@@ -14,8 +14,11 @@ __all__ = [
     "disable_operator",
     "get_operator",
     "get_operator_by_name",
+    "get_operator_by_user",
+    "get_password_hash",
     "insert_operator",
     "list_operators",
+    "set_password_hash",
 ]
 
 
@@ -63,5 +66,24 @@ def disable_operator(conn: Connection, operator_id: str, *, now: datetime) -> bo
         update(operators)
         .where(operators.c.id == operator_id, operators.c.disabled_at.is_(None))
         .values(disabled_at=now)
+    )
+    return result.rowcount == 1
+
+
+def get_operator_by_user(conn: Connection, user_id: str) -> Operator | None:
+    row = conn.execute(select(operators).where(operators.c.user_id == user_id)).first()
+    return None if row is None else _to_operator(row)
+
+
+def get_password_hash(conn: Connection, operator_id: str) -> str | None:
+    found: str | None = conn.execute(
+        select(operators.c.password_hash).where(operators.c.id == operator_id)
+    ).scalar_one_or_none()
+    return found
+
+
+def set_password_hash(conn: Connection, operator_id: str, password_hash: str) -> bool:
+    result = conn.execute(
+        update(operators).where(operators.c.id == operator_id).values(password_hash=password_hash)
     )
     return result.rowcount == 1

@@ -247,6 +247,8 @@ operators = Table(
     Column("user_id", String(128), ForeignKey("users.id"), nullable=False, index=True, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("disabled_at", UtcDateTime),
+    # The console password's Argon2id hash (PHC string); never the password. NULL: none set yet
+    Column("password_hash", String(256)),
 )
 
 trusted_contacts = Table(

@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from sparekey.web.console import router as console_router
 from sparekey.web.csrf import CsrfRefusedError
-from sparekey.web.paths import STATIC, WEB_PREFIXES
+from sparekey.web.paths import CONSOLE, STATIC, WEB_PREFIXES
 from sparekey.web.portal import router as portal_router
 from sparekey.web.render import page
 from sparekey.web.security import SecurityHeaders
@@ -46,11 +47,14 @@ def web_error_response(request: Request, status: int, message: str) -> HTMLRespo
 def install_web(api: FastAPI) -> None:
     """Add the pages, the static files and the security headers to ``api``."""
     api.include_router(portal_router)
+    api.include_router(console_router)
     api.mount(STATIC, StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     api.add_middleware(SecurityHeaders)
 
     @api.exception_handler(SignInRequiredError)
-    async def sign_in_required(request: Request, exc: SignInRequiredError) -> HTMLResponse:
+    async def sign_in_required(request: Request, exc: SignInRequiredError) -> Response:
+        if exc.kind.startswith("console"):
+            return RedirectResponse(f"{CONSOLE}/sign-in", status_code=303)
         return page(
             request,
             "message.html",

@@ -7,15 +7,25 @@ defence that does not depend on the browser.
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.datastructures import FormData
 
-from sparekey.services.sessions import csrf_matches
-from sparekey.web.sessions import PortalSession
+from sparekey.services.sessions import WebSession, csrf_matches
+from sparekey.web.sessions import ConsoleSession, ConsoleSetupSession, PortalSession
 
-__all__ = ["FIELD", "HEADER", "CsrfRefusedError", "PortalForm", "PortalJson"]
+__all__ = [
+    "FIELD",
+    "HEADER",
+    "ConsoleForm",
+    "ConsoleSetupForm",
+    "CsrfRefusedError",
+    "PortalForm",
+    "PortalJson",
+    "form_token_matches",
+]
 
 FIELD = "csrf_token"
 HEADER = "x-csrf-token"
@@ -25,7 +35,7 @@ class CsrfRefusedError(Exception):
     """A state-changing request without the session's CSRF token: refused with a 403 page."""
 
 
-async def _portal_form(request: Request, session: PortalSession) -> FormData:
+async def _checked_form(request: Request, session: WebSession) -> FormData:
     try:
         form = await request.form()
     except Exception:  # a body python-multipart cannot parse: no token either
@@ -36,6 +46,27 @@ async def _portal_form(request: Request, session: PortalSession) -> FormData:
     return form
 
 
+def form_token_matches(expected: str | None, form: FormData) -> bool:
+    """For a form without a session (the console's sign-in): the hidden field equals the value
+    of the cookie set with the form (double submit), in constant time."""
+    presented = form.get(FIELD)
+    if not expected or not isinstance(presented, str) or not presented.isascii():
+        return False
+    return expected.isascii() and hmac.compare_digest(expected.encode(), presented.encode())
+
+
+async def _portal_form(request: Request, session: PortalSession) -> FormData:
+    return await _checked_form(request, session)
+
+
+async def _console_form(request: Request, session: ConsoleSession) -> FormData:
+    return await _checked_form(request, session)
+
+
+async def _console_setup_form(request: Request, session: ConsoleSetupSession) -> FormData:
+    return await _checked_form(request, session)
+
+
 async def _portal_json(request: Request, session: PortalSession) -> None:
     if not csrf_matches(session, request.headers.get(HEADER)):
         raise CsrfRefusedError()
@@ -43,3 +74,5 @@ async def _portal_json(request: Request, session: PortalSession) -> None:
 
 PortalForm = Annotated[FormData, Depends(_portal_form)]
 PortalJson = Annotated[None, Depends(_portal_json)]
+ConsoleForm = Annotated[FormData, Depends(_console_form)]
+ConsoleSetupForm = Annotated[FormData, Depends(_console_setup_form)]

@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from sparekey.services.sessions import WebSession
+from sparekey.web.paths import CONSOLE
 
 __all__ = ["page", "templates"]
 
@@ -46,11 +47,15 @@ def page(
     token for the forms (a page without a session has neither)."""
     if session is None:
         session = getattr(request.state, "web_session", None)
+    area = "console" if request.url.path.startswith(CONSOLE) else "portal"
+    context.setdefault("who", session.subject if session else None)
     html = templates.get_template(template).render(
         request_path=request.url.path,
         session_subject=session.subject if session else None,
+        # a session of the area itself (not a sign-in step): the header shows sign-out and tabs
+        signed_in=session is not None and session.kind in ("portal", "console"),
         csrf_token=session.csrf_token if session else "",
-        area="portal",
+        area=area,
         **context,
     )
     return HTMLResponse(html, status_code=status)

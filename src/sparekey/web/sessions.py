@@ -2,7 +2,8 @@
 
 The cookie holds only a random 256-bit token; the row (``services/sessions.py``) holds the
 subject, the CSRF secret, the deadlines and any step-up. One cookie per area (``sparekey_portal``,
-later ``sparekey_console``), so the two never share a session.
+``sparekey_console``; ``sparekey_console_setup`` while an operator sets up their authenticator
+app), so the areas never share a session.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from starlette.concurrency import run_in_threadpool
 
 from sparekey.domain.models import Caller
 from sparekey.runtime import Sparekey
-from sparekey.services.sessions import PORTAL, OpenedSession, WebSession
+from sparekey.services.sessions import CONSOLE, CONSOLE_SETUP, PORTAL, OpenedSession, WebSession
 
 __all__ = [
+    "ConsoleSession",
+    "ConsoleSetupSession",
     "PortalSession",
     "SignInRequiredError",
     "caller_of",
     "clear_cookie",
     "cookie_name",
+    "session_of",
     "set_cookie",
     "sparekey_of",
 ]
@@ -82,6 +86,8 @@ def session_of(kind: str) -> Callable[[Request], object]:
 
 
 PortalSession = Annotated[WebSession, Depends(session_of(PORTAL))]
+ConsoleSession = Annotated[WebSession, Depends(session_of(CONSOLE))]
+ConsoleSetupSession = Annotated[WebSession, Depends(session_of(CONSOLE_SETUP))]
 
 
 def caller_of(request: Request, session: WebSession) -> Caller:

@@ -1,0 +1,576 @@
+"""The admin console (``/console``): operators sign in with their password and a second factor.
+
+Signing in takes the operator's name, password and a code from their authenticator app in one
+form, and refuses with one message whatever was wrong (see ``OperatorService.check_password``).
+An operator whose user record has no active factor yet sets up an authenticator app right after
+the password (a short ``console_setup`` session holds that step); the confirming code signs
+them in. Every action is the operator's (``Caller(type="operator")``), as from the command line.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from sparekey.domain.errors import (
+    AuthError,
+    CodeRejectedError,
+    ConflictError,
+    FactorExpiredError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    SparekeyError,
+)
+from sparekey.domain.models import (
+    Caller,
+    CaseState,
+    FactorStatus,
+    FactorType,
+    Operator,
+    OperatorRole,
+    RecoveryCase,
+)
+from sparekey.protocols.otpauth import b32encode
+from sparekey.runtime import Sparekey
+from sparekey.services.sessions import CONSOLE, CONSOLE_SETUP, OpenedSession, WebSession
+from sparekey.web.csrf import (
+    ConsoleForm,
+    ConsoleSetupForm,
+    CsrfRefusedError,
+    form_token_matches,
+)
+from sparekey.web.paths import CONSOLE as CONSOLE_PATH
+from sparekey.web.portal import _factor_kind, _field, _grouped, _qr_png
+from sparekey.web.render import page
+from sparekey.web.sessions import (
+    ConsoleSession,
+    ConsoleSetupSession,
+    SignInRequiredError,
+    clear_cookie,
+    set_cookie,
+    sparekey_of,
+)
+
+__all__ = ["SIGN_IN_COOKIE", "router"]
+
+router = APIRouter(prefix=CONSOLE_PATH, include_in_schema=False)
+
+# The sign-in form's CSRF token (double submit: this cookie and the hidden field must match)
+SIGN_IN_COOKIE = "sparekey_console_sign_in"
+
+REFUSED = (
+    "The name, password or code was not accepted. Check them and try again; after several "
+    "attempts, wait a few minutes."
+)
+
+ROLES = {
+    "admin": "You can open, verify, approve and deny recovery cases, and issue recovery passes.",
+    "helpdesk": "You can open recovery cases, verify a person's identity and issue recovery "
+    "passes. Approving is for admins.",
+    "auditor": "You can read recovery cases, users and their audit records; you change nothing.",
+}
+
+# What a finished step says on the case page (?done=<key>); never text from the URL itself.
+NOTICES = {
+    "opened": "The case was opened. The user was notified.",
+    "verified": "The identity check was recorded.",
+    "approved": "Your approval was recorded.",
+    "denied": "The case was denied. The user was notified.",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedIn:
+    """A live console session and its operator."""
+
+    session: WebSession
+    operator: Operator
+
+
+def _client(request: Request) -> tuple[str | None, str | None]:
+    host = request.client.host if request.client else None
+    agent = request.headers.get("user-agent")
+    return (host[:64] if host else None, agent[:400] if agent else None)
+
+
+def operator_caller(request: Request, operator: Operator) -> Caller:
+    """The operator acting through the console, as the audit log records them."""
+    ip, agent = _client(request)
+    return Caller(
+        type="operator", id=operator.id, role=operator.role.value, ip=ip, user_agent=agent
+    )
+
+
+def _live_operator(app: Sparekey, session: WebSession) -> Operator | None:
+    operator = app.operators.by_user(session.subject)
+    if operator is None or operator.disabled_at is not None:
+        app.sessions.discard(session)  # a disabled operator's sessions end at their next request
+        return None
+    return operator
+
+
+async def _signed_in(request: Request, session: ConsoleSession) -> SignedIn:
+    operator = await run_in_threadpool(_live_operator, sparekey_of(request), session)
+    if operator is None:
+        raise SignInRequiredError(CONSOLE)
+    return SignedIn(session=session, operator=operator)
+
+
+Operating = Annotated[SignedIn, Depends(_signed_in)]
+
+
+def _redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def _signed_in_response(request: Request, opened: OpenedSession) -> Response:
+    response = _redirect(CONSOLE_PATH)
+    set_cookie(request, response, opened)
+    response.delete_cookie(SIGN_IN_COOKIE, path=CONSOLE_PATH, httponly=True, samesite="lax")
+    return response
+
+
+# -- signing in --------------------------------------------------------------------------------
+
+
+def _sign_in_page(
+    request: Request, *, status: int = 200, error: str | None = None, name: str = ""
+) -> HTMLResponse:
+    token = request.cookies.get(SIGN_IN_COOKIE) or ""
+    if not (20 <= len(token) <= 100 and token.isascii()):
+        token = secrets.token_urlsafe(32)
+    request.state.web_session = None
+    response = page(
+        request,
+        "console/sign_in.html",
+        session=None,
+        status=status,
+        form_token=token,
+        error=error,
+        name=name,
+    )
+    response.set_cookie(
+        SIGN_IN_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path=CONSOLE_PATH,
+    )
+    return response
+
+
+@router.get("/sign-in")
+def sign_in_form(request: Request) -> HTMLResponse:
+    return _sign_in_page(request)
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request) -> Response:
+    try:
+        form = await request.form()
+    except Exception:  # an unparsable body has no token either
+        form = FormData()
+    if not form_token_matches(request.cookies.get(SIGN_IN_COOKIE), form):
+        raise CsrfRefusedError()
+    return await run_in_threadpool(_sign_in, request, form)
+
+
+def _sign_in(request: Request, form: FormData) -> Response:
+    app = sparekey_of(request)
+    name = _field(form, "name", max_length=64) or ""
+    typed = form.get("password")
+    password = typed if isinstance(typed, str) else ""
+    code = (_field(form, "code", max_length=64) or "").replace(" ", "")
+    ip, agent = _client(request)
+    anonymous = Caller(type="console", ip=ip, user_agent=agent)  # nobody known yet
+    try:
+        operator = app.operators.check_password(name, password)
+    except RateLimitedError:
+        app.operators.sign_in_failed(name, "throttled", caller=anonymous)
+        return _sign_in_page(request, status=429, error=REFUSED, name=name)
+    if operator is None:
+        app.operators.sign_in_failed(name, "password", caller=anonymous)
+        return _sign_in_page(request, status=401, error=REFUSED, name=name)
+    caller = operator_caller(request, operator)
+    active = [f for f in app.factors.list(operator.user_id) if f.status is FactorStatus.ACTIVE]
+    if not active:
+        # First sign-in: the password was right and there is no factor to ask for yet
+        opened = app.sessions.start(CONSOLE_SETUP, operator.user_id, caller=caller)
+        response = _redirect(f"{CONSOLE_PATH}/setup")
+        set_cookie(request, response, opened)
+        return response
+    if not any(f.type.guessable for f in active):
+        app.operators.sign_in_failed(name, "no_code_factor", caller=caller)
+        return _sign_in_page(request, status=401, error=REFUSED, name=name)
+    try:
+        result = app.verification.verify(operator.user_id, code, caller=caller) if code else None
+    except SparekeyError:  # throttled: the same answer, so the password stays unconfirmed
+        result = None
+    if result is None or not result.verified:
+        app.operators.sign_in_failed(name, "code", caller=caller)
+        return _sign_in_page(request, status=401, error=REFUSED, name=name)
+    opened = app.sessions.start(CONSOLE, operator.user_id, caller=caller, event="console.signed_in")
+    return _signed_in_response(request, opened)
+
+
+# -- first sign-in: setting up an authenticator app --------------------------------------------
+
+
+def _setup_operator(request: Request, session: WebSession) -> Operator:
+    operator = _live_operator(sparekey_of(request), session)
+    if operator is None:
+        raise SignInRequiredError(CONSOLE)
+    return operator
+
+
+@router.get("/setup")
+def setup(request: Request, session: ConsoleSetupSession) -> Response:
+    app = sparekey_of(request)
+    operator = _setup_operator(request, session)
+    if any(f.status is FactorStatus.ACTIVE for f in app.factors.list(operator.user_id)):
+        app.sessions.discard(session)  # set up meanwhile: sign in with a code
+        response = _redirect(f"{CONSOLE_PATH}/sign-in")
+        clear_cookie(request, response, CONSOLE_SETUP)
+        return response
+    enrollment = app.factors.enroll(
+        operator.user_id,
+        type=FactorType.TOTP,
+        label="Console authenticator app",
+        caller=operator_caller(request, operator),
+    )
+    return page(
+        request,
+        "console/setup.html",
+        who=operator.name,
+        factor=enrollment.factor,
+        qr=_qr_png(enrollment.otpauth_uri),
+        secret=_grouped(b32encode(enrollment.secret)),
+        error=None,
+    )
+
+
+@router.post("/setup/{factor_id}/confirm")
+def confirm_setup(
+    request: Request, session: ConsoleSetupSession, form: ConsoleSetupForm, factor_id: str
+) -> Response:
+    app = sparekey_of(request)
+    operator = _setup_operator(request, session)
+    caller = operator_caller(request, operator)
+    code = (_field(form, "code", max_length=16) or "").replace(" ", "")
+    factor = app.factors.get(operator.user_id, factor_id)
+
+    def again(error: str, status: int) -> HTMLResponse:
+        return page(
+            request,
+            "console/setup.html",
+            status=status,
+            who=operator.name,
+            factor=factor,
+            qr=None,
+            secret=None,
+            error=error,
+        )
+
+    if not code.isdigit():
+        return again("Enter the 6-digit code your app shows for Sparekey.", 422)
+    try:
+        app.factors.confirm(operator.user_id, factor_id, code=code, caller=caller)
+    except FactorExpiredError:
+        return again("The setup took too long and expired. Start again for a new QR code.", 409)
+    except CodeRejectedError:
+        return again("That code was not accepted. Wait for the next code and try again.", 422)
+    except SparekeyError as exc:
+        return again(exc.detail, 409)
+    app.sessions.discard(session)
+    opened = app.sessions.start(CONSOLE, operator.user_id, caller=caller, event="console.signed_in")
+    response = _signed_in_response(request, opened)
+    clear_cookie(request, response, CONSOLE_SETUP)
+    return response
+
+
+# -- signed in ---------------------------------------------------------------------------------
+
+
+@router.post("/sign-out")
+def sign_out(request: Request, signed_in: Operating, form: ConsoleForm) -> Response:
+    app = sparekey_of(request)
+    app.sessions.sign_out(signed_in.session, caller=operator_caller(request, signed_in.operator))
+    request.state.web_session = None
+    response = page(
+        request,
+        "message.html",
+        session=None,
+        title="You are signed out",
+        message="The admin console is closed on this device.",
+    )
+    clear_cookie(request, response, CONSOLE)
+    return response
+
+
+@router.get("")
+def home(request: Request, signed_in: Operating) -> HTMLResponse:
+    operator = signed_in.operator
+    return page(
+        request,
+        "console/home.html",
+        who=operator.name,
+        operator=operator,
+        role_text=ROLES[operator.role.value],
+    )
+
+
+# -- the recovery queue ------------------------------------------------------------------------
+
+
+def _status(exc: SparekeyError) -> int:
+    if isinstance(exc, AuthError):
+        return 403
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ConflictError):
+        return 409
+    if isinstance(exc, InvalidInputError):
+        return 422
+    if isinstance(exc, RateLimitedError):
+        return 429
+    return 400
+
+
+def _reason(form: FormData) -> str | None:
+    """The optional reason: "" when left out, None when it is not acceptable."""
+    if form.get("reason") is None:
+        return ""
+    return _field(form, "reason", max_length=500, lines=True)
+
+
+def countdown(until: datetime | None, now: datetime) -> str:
+    """``ready in 23 h 10 min`` (rounded up to the minute); ``ready now`` once it has passed."""
+    if until is None:
+        return ""
+    minutes = max(0, -(-int((until - now).total_seconds()) // 60))
+    if minutes == 0:
+        return "ready now"
+    hours, minutes = divmod(minutes, 60)
+    return f"ready in {hours} h {minutes} min" if hours else f"ready in {minutes} min"
+
+
+def _names(app: Sparekey) -> dict[str, str]:
+    """``operator:<id>`` labels as operator names, for the pages."""
+    return {f"operator:{o.id}": o.name for o in app.operators.list()}
+
+
+def _can_act(operator: Operator) -> bool:
+    return operator.role in (OperatorRole.ADMIN, OperatorRole.HELPDESK)
+
+
+def _refuse_auditor(operator: Operator) -> None:
+    if not _can_act(operator):
+        raise PermissionDeniedError("an auditor reads only; ask an admin or the helpdesk")
+
+
+_FILTERS = ("open", "all", *(s.value for s in CaseState))
+
+
+@router.get("/cases")
+def cases(request: Request, signed_in: Operating, state: str = "open") -> HTMLResponse:
+    return _cases_page(request, signed_in, state)
+
+
+def _cases_page(
+    request: Request,
+    signed_in: Operating,
+    state: str,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
+    app = sparekey_of(request)
+    if state not in _FILTERS:
+        state = "open"
+    listed = app.recovery.cases(state=None if state in ("open", "all") else CaseState(state))
+    if state == "open":
+        listed = [c for c in listed if c.state.open]
+    now = app.clock.now()
+    return page(
+        request,
+        "console/cases.html",
+        status=status,
+        who=signed_in.operator.name,
+        operator=signed_in.operator,
+        can_act=_can_act(signed_in.operator),
+        cases=sorted(listed, key=lambda c: c.created_at, reverse=True),
+        filters=_FILTERS,
+        state=state,
+        names=_names(app),
+        countdown=lambda c: countdown(c.waiting_until, now) if c.state is CaseState.WAITING else "",
+        error=error,
+        form=form or {"user_id": "", "reason": ""},
+    )
+
+
+@router.post("/cases")
+def open_case(request: Request, signed_in: Operating, form: ConsoleForm) -> Response:
+    app = sparekey_of(request)
+    user_id = _field(form, "user_id", max_length=128) or ""
+    reason = _reason(form)
+    typed = {"user_id": user_id, "reason": reason or ""}
+    try:
+        _refuse_auditor(signed_in.operator)
+        if not user_id:
+            raise InvalidInputError("enter the id of the user who is locked out")
+        if reason is None:
+            raise InvalidInputError("the reason may have at most 500 characters")
+        case = app.recovery.request(
+            user_id, reason=reason or None, caller=operator_caller(request, signed_in.operator)
+        )
+    except SparekeyError as exc:
+        return _cases_page(
+            request, signed_in, "open", status=_status(exc), error=exc.detail, form=typed
+        )
+    return _redirect(f"{CONSOLE_PATH}/cases/{case.id}?done=opened")
+
+
+def _case_page(
+    request: Request,
+    signed_in: Operating,
+    case: RecoveryCase,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    notice: str | None = None,
+    **extra: Any,
+) -> HTMLResponse:
+    app = sparekey_of(request)
+    role = signed_in.operator.role
+    now = app.clock.now()
+    return page(
+        request,
+        "console/case.html",
+        status=status,
+        who=signed_in.operator.name,
+        case=case,
+        names=_names(app),
+        checklist=app.recovery.policy.checklist,
+        min_evidence=app.recovery.policy.min_evidence,
+        can_act=_can_act(signed_in.operator) and case.state.open,
+        can_decide=role is OperatorRole.ADMIN and case.state.open,
+        countdown=countdown(case.waiting_until, now) if case.state is CaseState.WAITING else "",
+        error=error,
+        notice=notice,
+        issued=extra.pop("issued", None),
+        **extra,
+    )
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+@router.get("/users")
+def users(
+    request: Request, signed_in: Operating, query: str = "", cursor: str = ""
+) -> HTMLResponse:
+    app = sparekey_of(request)
+    query = query.strip()[:100]
+    try:
+        found = app.users.search(query=query, cursor=cursor[:200] or None, limit=50)
+    except SparekeyError:
+        found = app.users.search(query=query, limit=50)  # a spoilt cursor: the first page
+    return page(
+        request,
+        "console/users.html",
+        who=signed_in.operator.name,
+        query=query,
+        users=found.users,
+        next_cursor=found.next_cursor,
+    )
+
+
+@router.get("/users/{user_id}")
+def user_detail(request: Request, signed_in: Operating, user_id: str) -> HTMLResponse:
+    app = sparekey_of(request)
+    user = app.users.get(user_id)
+    open_cases = [c for c in app.recovery.cases(user_id=user_id) if c.state.open]
+    return page(
+        request,
+        "console/user.html",
+        who=signed_in.operator.name,
+        user=user,
+        factors=[f for f in app.factors.list(user_id) if f.status is not FactorStatus.PENDING],
+        kind=_factor_kind,
+        readiness=app.readiness.assess(user_id).assessment,
+        records=app.audit.query(user_id=user_id, limit=50).records,
+        names=_names(app),
+        case=open_cases[0] if open_cases else None,
+        can_act=_can_act(signed_in.operator),
+    )
+
+
+@router.get("/cases/{case_id}")
+def case_detail(
+    request: Request, signed_in: Operating, case_id: str, done: str = ""
+) -> HTMLResponse:
+    case = sparekey_of(request).recovery.get(case_id)
+    return _case_page(request, signed_in, case, notice=NOTICES.get(done))
+
+
+def _case_step(
+    request: Request, signed_in: Operating, case_id: str, step: str, form: FormData
+) -> Response:
+    app = sparekey_of(request)
+    caller = operator_caller(request, signed_in.operator)
+    try:
+        _refuse_auditor(signed_in.operator)
+        if step == "verified":
+            evidence = [v for v in form.getlist("evidence") if isinstance(v, str)]
+            app.recovery.verify_identity(case_id, evidence=evidence, caller=caller)
+        elif step == "approved":
+            app.recovery.approve(case_id, caller=caller)
+        elif step == "denied":
+            reason = _reason(form)
+            if reason is None:
+                raise InvalidInputError("the reason may have at most 500 characters")
+            app.recovery.deny(case_id, reason=reason or None, caller=caller)
+        else:
+            issued = app.recovery.issue_pass(case_id, caller=caller)
+            return _case_page(request, signed_in, issued.case, issued=issued)
+    except SparekeyError as exc:
+        case = app.recovery.get(case_id)
+        return _case_page(request, signed_in, case, status=_status(exc), error=exc.detail)
+    return _redirect(f"{CONSOLE_PATH}/cases/{case_id}?done={step}")
+
+
+@router.post("/cases/{case_id}/verify")
+def verify_case(
+    request: Request, signed_in: Operating, form: ConsoleForm, case_id: str
+) -> Response:
+    return _case_step(request, signed_in, case_id, "verified", form)
+
+
+@router.post("/cases/{case_id}/approve")
+def approve_case(
+    request: Request, signed_in: Operating, form: ConsoleForm, case_id: str
+) -> Response:
+    return _case_step(request, signed_in, case_id, "approved", form)
+
+
+@router.post("/cases/{case_id}/deny")
+def deny_case(request: Request, signed_in: Operating, form: ConsoleForm, case_id: str) -> Response:
+    return _case_step(request, signed_in, case_id, "denied", form)
+
+
+@router.post("/cases/{case_id}/pass")
+def issue_case_pass(
+    request: Request, signed_in: Operating, form: ConsoleForm, case_id: str
+) -> Response:
+    return _case_step(request, signed_in, case_id, "pass", form)

@@ -1,0 +1,461 @@
+"""The admin console in process (TestClient), on SQLite and PostgreSQL: operator sign-in with a
+password and a second factor, first-sign-in setup of an authenticator app, refusals that do not
+say what was wrong, throttling, disabled operators, CSRF, security headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sparekey.api import create_app
+from sparekey.domain.models import OperatorRole
+from sparekey.domain.ports import FixedClock
+from sparekey.runtime import Sparekey
+from sparekey.web.console import REFUSED
+from sparekey.web.security import CONTENT_SECURITY_POLICY
+from tests.helpers import create_user, enroll_confirmed_totp, totp_code
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+SECRET = re.compile(r'aria-label="Setup key"><code>([A-Z2-7 ]+)</code>')
+PASSWORD = "a long console password"
+
+
+@pytest.fixture
+def browser(sparekey: Sparekey) -> Iterator[TestClient]:
+    """A browser: no API key, follows nothing on its own."""
+    with TestClient(create_app(sparekey), raise_server_exceptions=False) as client:
+        yield client
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def operator(
+    sparekey: Sparekey, client: TestClient, clock: FixedClock, name: str, role: OperatorRole
+) -> dict[str, Any]:
+    """An operator with a password and a confirmed authenticator app; its factor (with secret)."""
+    made = sparekey.operators.create(name, role=role)
+    sparekey.operators.set_password(name, PASSWORD)
+    factor = enroll_confirmed_totp(client, clock.now(), user_id=made.operator.user_id)
+    clock.advance(30)  # the confirming code's step is spent
+    return factor
+
+
+def post_sign_in(browser: TestClient, name: str, password: str, code: str = "") -> Any:
+    form = browser.get("/console/sign-in")
+    assert form.status_code == 200
+    return browser.post(
+        "/console/sign-in",
+        data={"csrf_token": csrf_of(form.text), "name": name, "password": password, "code": code},
+        follow_redirects=False,
+    )
+
+
+def sign_in(browser: TestClient, clock: FixedClock, name: str, secret: str) -> str:
+    """Sign in with the password and a fresh code; the home page's CSRF token."""
+    answer = post_sign_in(browser, name, PASSWORD, totp_code(secret, clock.now()))
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/console"
+    home = browser.get("/console")
+    assert home.status_code == 200, home.text
+    clock.advance(30)
+    return csrf_of(home.text)
+
+
+def events(sparekey: Sparekey, event: str) -> list[Any]:
+    """The records of ``event``, newest first."""
+    return list(sparekey.audit.query(events=(event,)).records)
+
+
+@pytest.fixture
+def ada(sparekey: Sparekey, client: TestClient, clock: FixedClock) -> dict[str, Any]:
+    return operator(sparekey, client, clock, "ada", OperatorRole.ADMIN)
+
+
+def test_an_operator_signs_in_with_password_and_code_and_out_again(
+    sparekey: Sparekey, browser: TestClient, clock: FixedClock, ada: dict[str, Any]
+) -> None:
+    assert browser.get("/console", follow_redirects=False).headers["location"] == (
+        "/console/sign-in"
+    )
+    token = sign_in(browser, clock, "ada", str(ada["secret"]))
+    home = browser.get("/console")
+    assert "Signed in as <strong>ada</strong>" in home.text
+    assert "admin" in home.text
+    assert home.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert home.headers["cache-control"] == "no-store"
+    assert "<script>" not in home.text
+    cookie = browser.cookies.get("sparekey_console")
+    assert cookie
+    assert cookie not in home.text
+    signed_in = events(sparekey, "console.signed_in")
+    assert len(signed_in) == 1
+    assert signed_in[0].actor_type == "operator"
+    assert signed_in[0].actor_id == sparekey.operators.by_name("ada").id
+
+    out = browser.post("/console/sign-out", data={"csrf_token": token})
+    assert out.status_code == 200
+    assert "You are signed out" in out.text
+    assert len(events(sparekey, "console.signed_out")) == 1
+    assert browser.get("/console", follow_redirects=False).status_code == 303
+    # The portal's cookie is not the console's, nor the reverse
+    assert browser.get("/portal").status_code == 401
+
+
+def test_a_wrong_password_and_a_wrong_code_get_the_same_answer(
+    sparekey: Sparekey, browser: TestClient, clock: FixedClock, ada: dict[str, Any]
+) -> None:
+    good_code = totp_code(str(ada["secret"]), clock.now())
+    wrong_password = post_sign_in(browser, "ada", "not the password at all", good_code)
+    wrong_code = post_sign_in(browser, "ada", PASSWORD, "000000" if good_code != "000000" else "1")
+    no_code = post_sign_in(browser, "ada", PASSWORD, "")
+    unknown = post_sign_in(browser, "nobody", PASSWORD, good_code)
+    answers = [wrong_password, wrong_code, no_code, unknown]
+    for answer in answers:
+        assert answer.status_code == 401
+        assert REFUSED in answer.text
+        assert "sparekey_console=" not in answer.headers.get("set-cookie", "")
+
+    def error_of(html: str) -> str:
+        found = re.search(r'<div class="alert error" role="alert">(.*?)</div>', html, re.S)
+        assert found
+        return found.group(1)
+
+    assert len({error_of(a.text) for a in answers}) == 1
+    failed = events(sparekey, "console.sign_in_failed")
+    reasons = [r.details["reason"] for r in reversed(failed)]
+    assert reasons == ["password", "code", "code", "password"]
+    assert all("name" not in r.details for r in failed), "a typed name may be a password"
+    assert browser.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_sign_in_attempts_are_throttled_per_operator_name(
+    browser: TestClient, clock: FixedClock, ada: dict[str, Any]
+) -> None:
+    for _ in range(5):
+        assert post_sign_in(browser, "ada", "wrong password here").status_code == 401
+    throttled = post_sign_in(browser, "ada", PASSWORD, totp_code(str(ada["secret"]), clock.now()))
+    assert throttled.status_code == 429
+    assert REFUSED in throttled.text
+    clock.advance(61)
+    sign_in(browser, clock, "ada", str(ada["secret"]))
+
+
+def test_a_disabled_operator_cannot_sign_in_and_is_signed_out(
+    sparekey: Sparekey, client: TestClient, clock: FixedClock, ada: dict[str, Any]
+) -> None:
+    with (
+        TestClient(create_app(sparekey), raise_server_exceptions=False) as first,
+        TestClient(create_app(sparekey), raise_server_exceptions=False) as second,
+    ):
+        sign_in(first, clock, "ada", str(ada["secret"]))
+        sparekey.operators.disable("ada")
+        assert first.get("/console", follow_redirects=False).headers["location"] == (
+            "/console/sign-in"
+        )
+        refused = post_sign_in(second, "ada", PASSWORD, totp_code(str(ada["secret"]), clock.now()))
+        assert refused.status_code == 401
+        assert REFUSED in refused.text
+
+
+def test_first_sign_in_sets_up_an_authenticator_app(
+    sparekey: Sparekey, browser: TestClient, clock: FixedClock
+) -> None:
+    sparekey.operators.create("hank", role=OperatorRole.HELPDESK)
+    assert post_sign_in(browser, "hank", PASSWORD).status_code == 401  # no password yet
+    clock.advance(61)
+    sparekey.operators.set_password("hank", PASSWORD)
+    started = post_sign_in(browser, "hank", PASSWORD)
+    assert started.status_code == 303
+    assert started.headers["location"] == "/console/setup"
+    # The setup step is not a console session
+    assert browser.get("/console", follow_redirects=False).status_code == 303
+    setup = browser.get("/console/setup")
+    assert setup.status_code == 200
+    assert 'src="data:image/png;base64,' in setup.text
+    assert "Sign out" not in setup.text
+    found = SECRET.search(setup.text)
+    assert found
+    secret = found.group(1).replace(" ", "")
+    action = re.search(r'action="(/console/setup/[^"]+/confirm)"', setup.text)
+    assert action
+    token = csrf_of(setup.text)
+
+    wrong = browser.post(action.group(1), data={"csrf_token": token, "code": "12"})
+    assert wrong.status_code == 422
+    assert "Not done." in wrong.text
+    forged = browser.post(action.group(1), data={"code": totp_code(secret, clock.now())})
+    assert forged.status_code == 403
+    done = browser.post(
+        action.group(1),
+        data={"csrf_token": token, "code": totp_code(secret, clock.now())},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == "/console"
+    home = browser.get("/console")
+    assert "Signed in as <strong>hank</strong>" in home.text
+    assert "helpdesk" in home.text
+    assert len(events(sparekey, "console.signed_in")) == 1
+    # The setup session is gone, and from now on the code is asked for
+    assert browser.get("/console/setup", follow_redirects=False).status_code == 303
+    clock.advance(30)
+    with TestClient(create_app(sparekey), raise_server_exceptions=False) as other:
+        assert post_sign_in(other, "hank", PASSWORD).status_code == 401
+        sign_in(other, clock, "hank", secret)
+
+
+def test_forms_without_the_csrf_token_are_refused(
+    sparekey: Sparekey, browser: TestClient, clock: FixedClock, ada: dict[str, Any]
+) -> None:
+    code = totp_code(str(ada["secret"]), clock.now())
+    browser.get("/console/sign-in")
+    forged = browser.post(
+        "/console/sign-in",
+        data={"csrf_token": "forged", "name": "ada", "password": PASSWORD, "code": code},
+    )
+    assert forged.status_code == 403
+    assert "This request was refused" in forged.text
+    assert events(sparekey, "console.sign_in_failed") == []
+    sign_in(browser, clock, "ada", str(ada["secret"]))
+    kept = browser.post("/console/sign-out", data={"csrf_token": "forged"})
+    assert kept.status_code == 403
+    assert browser.get("/console").status_code == 200
+
+
+def test_the_sign_in_page_has_labels_and_the_security_headers(browser: TestClient) -> None:
+    page = browser.get("/console/sign-in")
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert page.headers["x-frame-options"] == "DENY"
+    for control in ("name", "password", "code"):
+        assert f'<label for="{control}">' in page.text
+        assert f'id="{control}"' in page.text
+    assert browser.get("/console/nothing-here").status_code == 404
+    assert "<html" in browser.get("/console/nothing-here").text
+
+
+# -- the recovery queue ------------------------------------------------------------------------
+
+
+def post(browser: TestClient, path: str, token: str, **fields: Any) -> Any:
+    return browser.post(path, data={"csrf_token": token, **fields}, follow_redirects=False)
+
+
+def case_id_of(answer: Any) -> str:
+    assert answer.status_code == 303, answer.text
+    found = re.match(
+        r"/console/cases/(rc_[A-Za-z0-9_-]+)\?done=opened$", answer.headers["location"]
+    )
+    assert found, answer.headers["location"]
+    return found.group(1)
+
+
+def test_a_case_from_opening_to_the_pass(
+    sparekey: Sparekey,
+    client: TestClient,
+    clock: FixedClock,
+    ada: dict[str, Any],
+) -> None:
+    create_user(client, "alice", email="alice@example.com")
+    hank = operator(sparekey, client, clock, "hank", OperatorRole.HELPDESK)
+    bob = operator(sparekey, client, clock, "bob", OperatorRole.ADMIN)
+    with (
+        TestClient(create_app(sparekey), raise_server_exceptions=False) as helpdesk,
+        TestClient(create_app(sparekey), raise_server_exceptions=False) as admin,
+    ):
+        hank_token = sign_in(helpdesk, clock, "hank", str(hank["secret"]))
+        opened = post(helpdesk, "/console/cases", hank_token, user_id="alice", reason="lost phone")
+        case_id = case_id_of(opened)
+        detail = helpdesk.get(opened.headers["location"])
+        assert "The case was opened." in detail.text
+        assert "Check the person's identity" in detail.text
+        assert "/approve" not in detail.text, "helpdesk never sees approve or deny"
+        assert "/deny" not in detail.text
+        for item in sparekey.recovery.policy.checklist:
+            assert f'value="{item}"' in detail.text
+
+        too_few = post(
+            helpdesk, f"/console/cases/{case_id}/verify", hank_token, evidence=["government_id"]
+        )
+        assert too_few.status_code == 422
+        assert "check at least 2 items" in too_few.text
+        # The helpdesk cannot approve even by posting directly: the service says why
+        refused = post(helpdesk, f"/console/cases/{case_id}/approve", hank_token)
+        assert refused.status_code == 403
+        assert "only an operator with the role admin may approve" in refused.text
+        verified = post(
+            helpdesk,
+            f"/console/cases/{case_id}/verify",
+            hank_token,
+            evidence=["government_id", "video_call"],
+        )
+        assert verified.status_code == 303
+
+        queue = helpdesk.get("/console/cases")
+        assert case_id in queue.text
+        assert "identity verified" in queue.text
+
+        bob_token = sign_in(admin, clock, "bob", str(bob["secret"]))
+        page = admin.get(f"/console/cases/{case_id}")
+        assert 'action="/console/cases/' + case_id + '/approve"' in page.text
+        assert "checked by hank: government_id, video_call" in page.text
+        approved = post(admin, f"/console/cases/{case_id}/approve", bob_token)
+        assert approved.status_code == 303
+        waiting = admin.get("/console/cases?state=waiting")
+        assert case_id in waiting.text
+        assert "ready in 24 h 0 min" in waiting.text
+        clock.advance(20 * 60 + 1)
+        assert "ready in 23 h 40 min" in admin.get(f"/console/cases/{case_id}").text
+        assert "Issue the pass" not in admin.get(f"/console/cases/{case_id}").text
+
+        clock.advance(24 * 3600)  # sessions end after 30 minutes without use
+        assert helpdesk.get("/console", follow_redirects=False).status_code == 303
+        hank_token = sign_in(helpdesk, clock, "hank", str(hank["secret"]))
+        ready = helpdesk.get(f"/console/cases/{case_id}")
+        assert "ready" in ready.text
+        issued = post(helpdesk, f"/console/cases/{case_id}/pass", hank_token)
+        assert issued.status_code == 200
+        assert issued.headers["cache-control"] == "no-store"
+        found = re.search(r'aria-label="Temporary access pass"><code>([^<]+)</code>', issued.text)
+        assert found
+        assert found.group(1) not in helpdesk.get(f"/console/cases/{case_id}").text
+        assert sparekey.recovery.get(case_id).pass_expires_at is not None
+
+    steps = [r.actor_id for r in sparekey.audit.query(user_id="alice").records]
+    assert sparekey.operators.by_name("hank").id in steps
+    assert sparekey.operators.by_name("bob").id in steps
+
+
+def test_the_requester_cannot_approve_and_is_told_why(
+    sparekey: Sparekey,
+    client: TestClient,
+    browser: TestClient,
+    clock: FixedClock,
+    ada: dict[str, Any],
+) -> None:
+    create_user(client, "alice")
+    token = sign_in(browser, clock, "ada", str(ada["secret"]))
+    case_id = case_id_of(post(browser, "/console/cases", token, user_id="alice"))
+    again = post(browser, "/console/cases", token, user_id="alice")
+    assert again.status_code == 409
+    assert "already has an open case" in again.text
+    missing = post(browser, "/console/cases", token, user_id="nobody")
+    assert missing.status_code == 404
+    assert 'value="nobody"' in missing.text, "what was typed is kept"
+    post(
+        browser,
+        f"/console/cases/{case_id}/verify",
+        token,
+        evidence=["government_id", "known_phone_callback"],
+    )
+    refused = post(browser, f"/console/cases/{case_id}/approve", token)
+    assert refused.status_code == 403
+    assert "four eyes: whoever requested the case or verified the identity cannot" in refused.text
+    assert sparekey.recovery.get(case_id).state.value == "identity_verified"
+    denied = post(browser, f"/console/cases/{case_id}/deny", token, reason="caller unsure")
+    assert denied.status_code == 303
+    closed = browser.get(f"/console/cases/{case_id}")
+    assert "denied" in closed.text
+    assert "caller unsure" in closed.text
+    assert '<form method="post" action="/console/cases/' not in closed.text
+    assert case_id not in browser.get("/console/cases").text, "open cases only by default"
+    assert case_id in browser.get("/console/cases?state=all").text
+    assert case_id in browser.get("/console/cases?state=denied").text
+
+
+def test_an_auditor_reads_and_changes_nothing(
+    sparekey: Sparekey, client: TestClient, browser: TestClient, clock: FixedClock
+) -> None:
+    create_user(client, "alice")
+    case = sparekey.recovery.request("alice", reason="lost phone")
+    audrey = operator(sparekey, client, clock, "audrey", OperatorRole.AUDITOR)
+    token = sign_in(browser, clock, "audrey", str(audrey["secret"]))
+    queue = browser.get("/console/cases")
+    assert case.id in queue.text
+    assert 'method="post" action="/console/cases"' not in queue.text
+    detail = browser.get(f"/console/cases/{case.id}")
+    assert detail.status_code == 200
+    assert "lost phone" in detail.text
+    assert 'action="/console/cases/' not in detail.text
+    for step, fields in (
+        ("verify", {"evidence": ["government_id", "video_call"]}),
+        ("approve", {}),
+        ("deny", {}),
+        ("pass", {}),
+    ):
+        refused = post(browser, f"/console/cases/{case.id}/{step}", token, **fields)
+        assert refused.status_code == 403, step
+        assert "an auditor reads only" in refused.text
+    refused = post(browser, "/console/cases", token, user_id="alice")
+    assert refused.status_code == 403
+    assert sparekey.recovery.get(case.id).state.value == "requested"
+    forged = browser.post(f"/console/cases/{case.id}/deny", data={"csrf_token": "x"})
+    assert forged.status_code == 403
+    assert "This request was refused" in forged.text
+    assert browser.get("/console/cases/rc_nothing").status_code == 404
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+def test_users_are_found_and_a_case_is_opened_from_the_user_page(
+    sparekey: Sparekey,
+    client: TestClient,
+    browser: TestClient,
+    clock: FixedClock,
+    ada: dict[str, Any],
+) -> None:
+    create_user(client, "alice", email="alice@example.com", display_name="Alice Example")
+    enroll_confirmed_totp(client, clock.now(), user_id="alice")
+    for n in range(55):
+        create_user(client, f"zed{n:02d}")
+    token = sign_in(browser, clock, "ada", str(ada["secret"]))
+
+    found = browser.get("/console/users?query=alice")
+    assert found.status_code == 200
+    assert 'href="/console/users/alice"' in found.text
+    assert "zed00" not in found.text
+    first = browser.get("/console/users?query=zed")
+    assert first.text.count('href="/console/users/zed') == 50
+    more = re.search(r'href="/console/users\?query=zed&amp;cursor=([^"]+)"', first.text)
+    assert more
+    second = browser.get(f"/console/users?query=zed&cursor={more.group(1)}")
+    assert second.text.count('href="/console/users/zed') == 5
+    assert browser.get("/console/users?cursor=spoilt").status_code == 200
+
+    detail = browser.get("/console/users/alice")
+    assert detail.status_code == 200
+    assert "Alice Example" in detail.text
+    assert "Authenticator app" in detail.text
+    assert "1 way in" in detail.text
+    assert "factor.confirmed" in detail.text
+    assert 'name="user_id" value="alice"' in detail.text
+    opened = post(browser, "/console/cases", token, user_id="alice", reason="from the user page")
+    case_id = case_id_of(opened)
+    detail = browser.get("/console/users/alice")
+    assert f'href="/console/cases/{case_id}"' in detail.text
+    assert 'name="user_id" value="alice"' not in detail.text, "one open case at a time"
+    assert "recovery.requested" in detail.text
+    assert browser.get("/console/users/nobody").status_code == 404
+
+
+def test_an_auditor_sees_users_without_forms(
+    sparekey: Sparekey, client: TestClient, browser: TestClient, clock: FixedClock
+) -> None:
+    create_user(client, "alice")
+    audrey = operator(sparekey, client, clock, "audrey", OperatorRole.AUDITOR)
+    sign_in(browser, clock, "audrey", str(audrey["secret"]))
+    detail = browser.get("/console/users/alice")
+    assert detail.status_code == 200
+    assert 'method="post" action="/console/cases"' not in detail.text
+    assert "No open case." in detail.text
+    assert browser.get("/console/users", follow_redirects=False).status_code == 200
+    browser.cookies.clear()
+    assert browser.get("/console/users", follow_redirects=False).status_code == 303
