@@ -164,3 +164,45 @@ def test_sign_in_a_case_approved_and_the_user_cancels_it(
     assert [r.details["reason"] for r in failed] == ["code"]
     for page in (ada, hank, alice):
         page.context.close()
+
+
+def test_readiness_audit_and_api_key_pages(
+    site: Site,
+    browser: Browser,  # noqa: F811
+) -> None:
+    app = site.app
+    for n in range(6):
+        app.users.create(user_id=f"user{n}", display_name=None, email=None)
+    ada_secret = admin_with_app(app, "ada")
+    ada = person(browser)
+    fill_sign_in(ada, site, "ada", totp_code(ada_secret, app.clock.now()))
+    ada.get_by_role("button", name="Sign in").click()
+    expect(ada.get_by_role("heading", name="Signed in as ada")).to_be_visible()
+
+    ada.get_by_role("link", name="Readiness").click()
+    expect(ada.get_by_role("img", name="Users by readiness score")).to_be_visible()
+    shot(ada, "08-readiness")
+
+    ada.get_by_role("link", name="Audit log").click()
+    ada.get_by_role("button", name="Verify the chain").click()
+    expect(ada.get_by_role("status")).to_contain_text("The chain is verified.")
+    ada.get_by_label("Event").fill("user.created")
+    ada.get_by_role("button", name="Filter").click()
+    expect(ada.get_by_role("cell", name="user.created")).to_have_count(6)
+    shot(ada, "09-audit")
+
+    ada.get_by_role("link", name="API keys").click()
+    ada.get_by_label("Name").fill("Billing app")
+    ada.get_by_label("manage").check()
+    ada.get_by_role("button", name="Create the key").click()
+    token = ada.get_by_label("API key token").inner_text()
+    assert token.startswith("sk_")
+    shot(ada, "10-api-key-created")
+    ada.get_by_role("button", name="Revoke “Billing app” now").click()
+    expect(ada.get_by_role("status")).to_contain_text("The key was revoked")
+    shot(ada, "11-api-keys")
+    answer = httpx2.get(
+        f"{site.url}/v1/users/user0/readiness", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 401
+    ada.context.close()

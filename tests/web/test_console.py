@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
 from sparekey.api import create_app
 from sparekey.domain.models import OperatorRole
 from sparekey.domain.ports import FixedClock
 from sparekey.runtime import Sparekey
+from sparekey.settings import Settings
 from sparekey.web.console import REFUSED
 from sparekey.web.security import CONTENT_SECURITY_POLICY
 from tests.helpers import create_user, enroll_confirmed_totp, totp_code
@@ -459,3 +462,234 @@ def test_an_auditor_sees_users_without_forms(
     assert browser.get("/console/users", follow_redirects=False).status_code == 200
     browser.cookies.clear()
     assert browser.get("/console/users", follow_redirects=False).status_code == 303
+
+
+# -- organisation readiness --------------------------------------------------------------------
+
+
+def test_every_role_sees_the_readiness_dashboard_with_its_chart(
+    sparekey: Sparekey,
+    client: TestClient,
+    browser: TestClient,
+    clock: FixedClock,
+    ada: dict[str, Any],
+) -> None:
+    create_user(client, "alice")
+    create_user(client, "bob")
+    enroll_confirmed_totp(client, clock.now(), user_id="bob")
+    report = sparekey.readiness.report()
+    assert report.users >= 3
+    sign_in(browser, clock, "ada", str(ada["secret"]))
+    home = browser.get("/console")
+    assert 'href="/console/readiness"' in home.text
+    assert 'href="/console/api-keys"' in home.text, "admins see the API keys"
+    dashboard = browser.get("/console/readiness")
+    assert dashboard.status_code == 200
+    html = dashboard.text
+    assert "<script" not in html
+    facts = re.search(r'<dl class="facts">(.*?)</dl>', html, re.S)
+    assert facts
+    assert f"<dt>Users</dt><dd>{report.users}</dd>" in facts.group(1)
+    assert f"<dd>{report.one_device_from_lockout}</dd>" in facts.group(1)
+    assert f"<dt>No way in</dt><dd>{report.no_way_in}</dd>" in facts.group(1)
+    assert report.admins_without_phishing_resistant == ("ada",)
+    assert f"1 of {report.admins}: ada" in facts.group(1)
+
+    svg = re.search(r"<svg[^>]*>(.*?)</svg>", html, re.S)
+    assert svg
+    assert 'role="img"' in svg.group(0)
+    assert '<title id="chart-title">' in svg.group(1)
+    assert len(report.scores) == 11
+    assert svg.group(1).count('<rect class="bar"') == len(report.scores)
+    for band in report.scores:
+        label = str(band.low) if band.low == band.high else f"{band.low}\u2013{band.high}"
+        plural = "" if band.users == 1 else "s"
+        assert f"<title>Score {label}: {band.users} user{plural}</title>" in svg.group(1)
+        assert f"<tr><td>{label}</td><td>{band.users}</td></tr>" in html, "and in a table"
+    heights = [float(h) for h in re.findall(r'<rect class="bar"[^>]* height="([\d.]+)"', html)]
+    assert max(heights) > 0
+    assert heights.count(0.0) == sum(1 for b in report.scores if b.users == 0)
+
+    assert report.actions
+    for action in report.actions:
+        assert f"<tr><td>{action.title}</td><td>{action.users}</td>" in html
+
+    for name, role in (("hank", OperatorRole.HELPDESK), ("audrey", OperatorRole.AUDITOR)):
+        other = operator(sparekey, client, clock, name, role)
+        browser.cookies.clear()
+        sign_in(browser, clock, name, str(other["secret"]))
+        seen = browser.get("/console/readiness")
+        assert seen.status_code == 200, name
+        assert seen.text.count('<rect class="bar"') == 11
+        assert 'href="/console/api-keys"' not in seen.text, "only admins see the API keys"
+    browser.cookies.clear()
+    assert browser.get("/console/readiness", follow_redirects=False).status_code == 303
+
+
+# -- the audit log -----------------------------------------------------------------------------
+
+
+def test_the_audit_viewer_filters_and_pages_newest_first(
+    sparekey: Sparekey, client: TestClient, browser: TestClient, clock: FixedClock
+) -> None:
+    create_user(client, "alice")
+    enroll_confirmed_totp(client, clock.now(), user_id="alice")
+    for n in range(55):
+        create_user(client, f"zed{n:02d}")
+    audrey = operator(sparekey, client, clock, "audrey", OperatorRole.AUDITOR)
+    sign_in(browser, clock, "audrey", str(audrey["secret"]))
+
+    def rows(html: str) -> list[tuple[int, str, str]]:
+        found = re.findall(
+            r"<tr[^>]*>\s*<td>(\d+)</td>\s*<td>[^<]*</td>\s*<td>([^<]*)</td>"
+            r"\s*<td>[^<]*</td>\s*<td>(?:<a [^>]*>)?([^<]*)",
+            html,
+        )
+        return [(int(i), event, user) for i, event, user in found]
+
+    everything = browser.get("/console/audit")
+    assert everything.status_code == 200
+    first = rows(everything.text)
+    assert len(first) == 50
+    assert [r[0] for r in first] == sorted((r[0] for r in first), reverse=True), "newest first"
+    assert first[0][1] == "console.signed_in"
+    older = re.search(r'href="(/console/audit\?[^"]*cursor=\d+)"', everything.text)
+    assert older
+    second = rows(browser.get(older.group(1).replace("&amp;", "&")).text)
+    assert second
+    assert second[0][0] < first[-1][0]
+
+    alice = rows(browser.get("/console/audit?user=alice").text)
+    assert alice
+    assert {r[2] for r in alice} == {"alice"}
+    assert "factor.confirmed" in {r[1] for r in alice}
+    created = rows(browser.get("/console/audit?event=user.created&user=zed07").text)
+    assert [(r[1], r[2]) for r in created] == [("user.created", "zed07")]
+
+    today = clock.now().date()
+    since_tomorrow = browser.get(f"/console/audit?since={today + timedelta(days=1)}")
+    assert rows(since_tomorrow.text) == []
+    assert "No records match the filters." in since_tomorrow.text
+    until_yesterday = browser.get(f"/console/audit?until={today - timedelta(days=1)}")
+    assert rows(until_yesterday.text) == []
+    today_only = browser.get(f"/console/audit?since={today}&until={today}&user=alice")
+    assert len(rows(today_only.text)) == len(alice)
+    spoilt = browser.get("/console/audit?since=yesterday")
+    assert spoilt.status_code == 422
+    assert "YYYY-MM-DD" in spoilt.text
+    assert browser.get("/console/audit?cursor=spoilt").status_code == 200
+
+
+def test_verifying_the_chain_says_it_holds_or_names_the_edited_record(
+    sparekey: Sparekey,
+    client: TestClient,
+    browser: TestClient,
+    clock: FixedClock,
+    settings: Settings,
+    ada: dict[str, Any],
+) -> None:
+    create_user(client, "alice")
+    token = sign_in(browser, clock, "ada", str(ada["secret"]))
+    page_ = browser.get("/console/audit?user=alice")
+    assert 'action="/console/audit/verify"' in page_.text
+    assert "The chain is verified" not in page_.text, "verified only when asked"
+    intact = post(browser, "/console/audit/verify", token, user="alice")
+    assert intact.status_code == 200
+    assert "The chain is verified." in intact.text
+    assert 'name="user" value="alice"' in intact.text, "the filters stay"
+
+    sparekey.audit.seal_all()
+    edited = events(sparekey, "user.created")[0].id
+    engine = create_engine(settings.resolved_database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_events SET outcome = 'failure' WHERE id = :i"), {"i": edited}
+        )
+    engine.dispose()
+    broken = post(browser, "/console/audit/verify", token)
+    assert broken.status_code == 200
+    assert "The chain is broken." in broken.text
+    assert f"record {edited}" in broken.text
+
+    forged = browser.post("/console/audit/verify", data={"csrf_token": "x"})
+    assert forged.status_code == 403
+    assert "This request was refused" in forged.text
+
+
+# -- API keys ----------------------------------------------------------------------------------
+
+TOKEN = re.compile(r'aria-label="API key token">(sk_[^<]+)</code>')
+
+
+def test_an_admin_creates_and_revokes_api_keys(
+    sparekey: Sparekey,
+    client: TestClient,
+    browser: TestClient,
+    clock: FixedClock,
+    ada: dict[str, Any],
+) -> None:
+    create_user(client, "alice")
+    token = sign_in(browser, clock, "ada", str(ada["secret"]))
+    listed = browser.get("/console/api-keys")
+    assert listed.status_code == 200
+    assert "test-admin" in listed.text
+    assert "<td>ada</td>" in listed.text, "the operator's personal token names them"
+
+    refused = post(browser, "/console/api-keys", token, name="no scopes")
+    assert refused.status_code == 422
+    assert "at least one scope" in refused.text
+    assert 'value="no scopes"' in refused.text
+
+    created = post(browser, "/console/api-keys", token, name="Billing app", scopes=["manage"])
+    assert created.status_code == 200
+    found = TOKEN.search(created.text)
+    assert found
+    api_token = found.group(1)
+    assert created.text.count(api_token) == 1
+    assert api_token not in browser.get("/console/api-keys").text, "shown once"
+    key = next(k for k in sparekey.api_keys.list() if k.name == "Billing app")
+    assert {s.value for s in key.scopes} == {"manage"}
+    assert key.operator_id is None
+    record = events(sparekey, "api_key.created")[0]
+    assert record.actor_type == "operator"
+    assert record.actor_id == sparekey.operators.by_name("ada").id
+
+    bearer = {"Authorization": f"Bearer {api_token}"}
+    assert browser.get("/v1/users/alice/readiness", headers=bearer).status_code == 200
+    assert browser.get("/v1/readiness", headers=bearer).status_code == 403, "manage only"
+
+    forged = browser.post(f"/console/api-keys/{key.id}/revoke", data={"csrf_token": "x"})
+    assert forged.status_code == 403
+    assert browser.get("/v1/users/alice/readiness", headers=bearer).status_code == 200
+    listed = browser.get("/console/api-keys")
+    assert f'action="/console/api-keys/{key.id}/revoke"' in listed.text
+    assert "Revoke “Billing app” now" in listed.text
+    answer = post(browser, f"/console/api-keys/{key.id}/revoke", token)
+    assert answer.status_code == 303
+    revoked = browser.get(answer.headers["location"])
+    assert revoked.status_code == 200
+    assert "The key was revoked" in revoked.text
+    assert f'action="/console/api-keys/{key.id}/revoke"' not in revoked.text
+    assert browser.get("/v1/users/alice/readiness", headers=bearer).status_code == 401
+    record = events(sparekey, "api_key.revoked")[0]
+    assert record.actor_id == sparekey.operators.by_name("ada").id
+    assert post(browser, "/console/api-keys/nothing/revoke", token).status_code == 404
+
+
+def test_api_keys_are_for_admins_only(
+    sparekey: Sparekey, client: TestClient, browser: TestClient, clock: FixedClock
+) -> None:
+    for name, role in (("hank", OperatorRole.HELPDESK), ("audrey", OperatorRole.AUDITOR)):
+        other = operator(sparekey, client, clock, name, role)
+        browser.cookies.clear()
+        token = sign_in(browser, clock, name, str(other["secret"]))
+        before = len(sparekey.api_keys.list())
+        seen = browser.get("/console/api-keys")
+        assert seen.status_code == 403, name
+        assert "API keys are managed by admins" in seen.text
+        made = post(browser, "/console/api-keys", token, name="sneaky", scopes=["admin"])
+        assert made.status_code == 403
+        live = next(k for k in sparekey.api_keys.list() if k.name == "test-admin")
+        assert post(browser, f"/console/api-keys/{live.id}/revoke", token).status_code == 403
+        assert len(sparekey.api_keys.list()) == before
+        assert all(k.revoked_at is None for k in sparekey.api_keys.list())

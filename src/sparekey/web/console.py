@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -31,16 +31,21 @@ from sparekey.domain.errors import (
     SparekeyError,
 )
 from sparekey.domain.models import (
+    AuditRecord,
     Caller,
     CaseState,
     FactorStatus,
     FactorType,
+    NewApiKey,
     Operator,
     OperatorRole,
     RecoveryCase,
+    Scope,
 )
+from sparekey.domain.readiness import ScoreBand
 from sparekey.protocols.otpauth import b32encode
 from sparekey.runtime import Sparekey
+from sparekey.services.audit import ChainReport
 from sparekey.services.sessions import CONSOLE, CONSOLE_SETUP, OpenedSession, WebSession
 from sparekey.web.csrf import (
     ConsoleForm,
@@ -122,6 +127,7 @@ async def _signed_in(request: Request, session: ConsoleSession) -> SignedIn:
     operator = await run_in_threadpool(_live_operator, sparekey_of(request), session)
     if operator is None:
         raise SignInRequiredError(CONSOLE)
+    request.state.console_role = operator.role.value
     return SignedIn(session=session, operator=operator)
 
 
@@ -574,3 +580,224 @@ def issue_case_pass(
     request: Request, signed_in: Operating, form: ConsoleForm, case_id: str
 ) -> Response:
     return _case_step(request, signed_in, case_id, "pass", form)
+
+
+# -- organisation readiness --------------------------------------------------------------------
+
+# The score chart's geometry (SVG user units); it scales with the page through its viewBox.
+CHART_WIDTH, CHART_HEIGHT = 640, 240
+_PLOT_LEFT, _PLOT_TOP, _PLOT_BOTTOM = 8, 24, 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bar:
+    """One score band of the chart: its label, users and rectangle."""
+
+    label: str
+    users: int
+    x: float
+    y: float
+    width: float
+    height: float
+    middle: float
+
+
+def score_bars(scores: tuple[ScoreBand, ...]) -> list[Bar]:
+    """A bar per band, its height proportional to the band's users (the tallest fills the plot)."""
+    tallest = max((band.users for band in scores), default=0) or 1
+    slot = (CHART_WIDTH - 2 * _PLOT_LEFT) / max(len(scores), 1)
+    bars = []
+    for n, band in enumerate(scores):
+        height = round((_PLOT_BOTTOM - _PLOT_TOP) * band.users / tallest, 1)
+        x = round(_PLOT_LEFT + n * slot + slot * 0.15, 1)
+        bars.append(
+            Bar(
+                label=str(band.low) if band.low == band.high else f"{band.low}\u2013{band.high}",
+                users=band.users,
+                x=x,
+                y=round(_PLOT_BOTTOM - height, 1),
+                width=round(slot * 0.7, 1),
+                height=height,
+                middle=round(x + slot * 0.35, 1),
+            )
+        )
+    return bars
+
+
+@router.get("/readiness")
+def readiness(request: Request, signed_in: Operating) -> HTMLResponse:
+    report = sparekey_of(request).readiness.report()
+    return page(
+        request,
+        "console/readiness.html",
+        who=signed_in.operator.name,
+        report=report,
+        bars=score_bars(report.scores),
+        chart_width=CHART_WIDTH,
+        chart_height=CHART_HEIGHT,
+        baseline=_PLOT_BOTTOM,
+    )
+
+
+# -- the audit log -----------------------------------------------------------------------------
+
+AUDIT_PAGE = 50
+
+
+def _day(typed: str, name: str) -> datetime | None:
+    """A ``YYYY-MM-DD`` filter as midnight UTC; None when left empty."""
+    if not typed:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(typed), time(), tzinfo=UTC)
+    except ValueError:
+        raise InvalidInputError(f"enter the {name} date as YYYY-MM-DD") from None
+
+
+def _audit_page(
+    request: Request,
+    signed_in: Operating,
+    filters: dict[str, str],
+    cursor: str = "",
+    *,
+    report: ChainReport | None = None,
+) -> HTMLResponse:
+    app = sparekey_of(request)
+    error, status = None, 200
+    records: list[AuditRecord] = []
+    next_cursor: int | None = None
+    try:
+        since = _day(filters["since"], "since")
+        until = _day(filters["until"], "until")
+        found = app.audit.query(
+            user_id=filters["user"] or None,
+            events=(filters["event"],) if filters["event"] else (),
+            since=since,
+            until=until + timedelta(days=1) if until else None,  # the whole "until" day
+            cursor=int(cursor) if cursor.isdigit() and len(cursor) < 19 else None,
+            limit=AUDIT_PAGE,
+        )
+        records, next_cursor = found.records, found.next_cursor
+    except SparekeyError as exc:
+        error, status = exc.detail, _status(exc)
+    return page(
+        request,
+        "console/audit.html",
+        status=status,
+        who=signed_in.operator.name,
+        filters=filters,
+        records=records,
+        next_cursor=next_cursor,
+        paged=bool(cursor),
+        names=_names(app),
+        report=report,
+        error=error,
+    )
+
+
+def _audit_filters(user: object, event: object, since: object, until: object) -> dict[str, str]:
+    def clean(value: object, length: int) -> str:
+        return value.strip()[:length] if isinstance(value, str) else ""
+
+    return {
+        "user": clean(user, 128),
+        "event": clean(event, 100),
+        "since": clean(since, 10),
+        "until": clean(until, 10),
+    }
+
+
+@router.get("/audit")
+def audit(
+    request: Request,
+    signed_in: Operating,
+    user: str = "",
+    event: str = "",
+    since: str = "",
+    until: str = "",
+    cursor: str = "",
+) -> HTMLResponse:
+    filters = _audit_filters(user, event, since, until)
+    return _audit_page(request, signed_in, filters, cursor[:20])
+
+
+@router.post("/audit/verify")
+def verify_audit(request: Request, signed_in: Operating, form: ConsoleForm) -> HTMLResponse:
+    """Checks the whole chain (slow on a big log, so only when asked); the answer shows it."""
+    report = sparekey_of(request).audit.verify()
+    filters = _audit_filters(
+        form.get("user"), form.get("event"), form.get("since"), form.get("until")
+    )
+    return _audit_page(request, signed_in, filters, report=report)
+
+
+# -- API keys ----------------------------------------------------------------------------------
+
+
+def _refuse_non_admin(operator: Operator) -> None:
+    if operator.role is not OperatorRole.ADMIN:
+        raise PermissionDeniedError("API keys are managed by admins")
+
+
+def _api_keys_page(
+    request: Request,
+    signed_in: Operating,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    notice: str | None = None,
+    created: NewApiKey | None = None,
+    form: dict[str, Any] | None = None,
+) -> HTMLResponse:
+    app = sparekey_of(request)
+    keys = sorted(app.api_keys.list(), key=lambda k: k.created_at, reverse=True)
+    return page(
+        request,
+        "console/api_keys.html",
+        status=status,
+        who=signed_in.operator.name,
+        keys=keys,
+        operators={o.id: o.name for o in app.operators.list()},
+        scopes=[s.value for s in Scope],
+        error=error,
+        notice=notice,
+        created=created,
+        form=form or {"name": "", "scopes": []},
+    )
+
+
+@router.get("/api-keys")
+def api_keys(request: Request, signed_in: Operating, done: str = "") -> HTMLResponse:
+    _refuse_non_admin(signed_in.operator)
+    notice = "The key was revoked: it no longer works." if done == "revoked" else None
+    return _api_keys_page(request, signed_in, notice=notice)
+
+
+@router.post("/api-keys")
+def create_api_key(request: Request, signed_in: Operating, form: ConsoleForm) -> HTMLResponse:
+    _refuse_non_admin(signed_in.operator)
+    name = _field(form, "name", max_length=100) or ""
+    chosen = [v for v in form.getlist("scopes") if isinstance(v, str)]
+    typed = {"name": name, "scopes": chosen}
+    try:
+        if any(v not in {s.value for s in Scope} for v in chosen):
+            raise InvalidInputError("choose scopes from the list")
+        created = sparekey_of(request).api_keys.create(
+            name=name,
+            scopes=[Scope(v) for v in chosen],
+            caller=operator_caller(request, signed_in.operator),
+        )
+    except SparekeyError as exc:
+        return _api_keys_page(request, signed_in, status=_status(exc), error=exc.detail, form=typed)
+    return _api_keys_page(request, signed_in, created=created)
+
+
+@router.post("/api-keys/{key_id}/revoke")
+def revoke_api_key(
+    request: Request, signed_in: Operating, form: ConsoleForm, key_id: str
+) -> Response:
+    _refuse_non_admin(signed_in.operator)
+    sparekey_of(request).api_keys.revoke(
+        key_id[:64], caller=operator_caller(request, signed_in.operator)
+    )
+    return _redirect(f"{CONSOLE_PATH}/api-keys?done=revoked")

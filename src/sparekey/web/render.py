@@ -56,6 +56,8 @@ def page(
         signed_in=session is not None and session.kind in ("portal", "console"),
         csrf_token=session.csrf_token if session else "",
         area=area,
+        # the signed-in operator's role (set by the console's sign-in check): the nav's links
+        console_role=getattr(request.state, "console_role", None),
         **context,
     )
     return HTMLResponse(html, status_code=status)
