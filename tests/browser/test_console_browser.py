@@ -1,7 +1,8 @@
 """The admin console in a real browser (Debian's Chromium, Playwright), served by a real Sparekey
 on http://localhost:PORT: an admin signs in with password and authenticator code, a helpdesk
 operator sets up their app on first sign-in, opens a case and checks the identity, the admin
-approves, and the user cancels the recovery from their own security page.
+approves, and the user cancels the recovery from their own security page; an operator sets up a
+security key (Chromium's virtual authenticator) on first sign-in and signs in with it again.
 
 Screenshots are saved under test-artifacts/console/ (git-ignored) for review.
 """
@@ -23,6 +24,7 @@ from sparekey.protocols.otpauth import b32encode
 from sparekey.runtime import Sparekey, initialize
 from sparekey.settings import load_settings
 from tests.browser.test_webauthn_browser import (
+    Authenticators,
     ServerThread,
     Site,
     browser,  # noqa: F401  (the module-scoped Chromium fixture)
@@ -206,3 +208,31 @@ def test_readiness_audit_and_api_key_pages(
     )
     assert answer.status_code == 401
     ada.context.close()
+
+
+def test_an_operator_sets_up_a_security_key_and_signs_in_with_it(
+    browser: Browser,  # noqa: F811
+    site: Site,
+) -> None:
+    site.app.operators.create("kim", role=OperatorRole.AUDITOR)
+    site.app.operators.set_password("kim", PASSWORD)
+    kim = person(browser)
+    keys = Authenticators(kim.context.new_cdp_session(kim))
+    key = keys.add()
+    fill_sign_in(kim, site, "kim")
+    kim.get_by_role("button", name="Sign in").click()
+    expect(kim).to_have_url(f"{site.url}/console/setup")
+    kim.get_by_role("button", name="Use a security key instead").click()
+    expect(kim).to_have_url(f"{site.url}/console")
+    expect(kim.get_by_role("heading", name="Signed in as kim")).to_be_visible()
+    assert len(keys.credentials(key)) == 1
+
+    kim.get_by_role("button", name="Sign out").click()
+    fill_sign_in(kim, site, "kim")
+    kim.get_by_role("button", name="Use a security key").click()
+    expect(kim).to_have_url(f"{site.url}/console/key")
+    shot(kim, "key-step")
+    kim.get_by_role("button", name="Use your security key or passkey").click()
+    expect(kim).to_have_url(f"{site.url}/console")
+    expect(kim.get_by_role("heading", name="Signed in as kim")).to_be_visible()
+    kim.context.close()

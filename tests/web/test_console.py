@@ -1,6 +1,7 @@
 """The admin console in process (TestClient), on SQLite and PostgreSQL: operator sign-in with a
-password and a second factor, first-sign-in setup of an authenticator app, refusals that do not
-say what was wrong, throttling, disabled operators, CSRF, security headers."""
+password and a second factor (a code or a security key), first-sign-in setup of an authenticator
+app or a security key, refusals that do not say what was wrong, throttling, disabled operators,
+CSRF, security headers."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ from sparekey.runtime import Sparekey
 from sparekey.settings import Settings
 from sparekey.web.console import REFUSED
 from sparekey.web.security import CONTENT_SECURITY_POLICY
+from tests.api.test_webauthn import ORIGIN
 from tests.helpers import create_user, enroll_confirmed_totp, totp_code
+from tests.softauthn import SoftAuthenticator
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 SECRET = re.compile(r'aria-label="Setup key"><code>([A-Z2-7 ]+)</code>')
 PASSWORD = "a long console password"
 
@@ -213,6 +217,150 @@ def test_first_sign_in_sets_up_an_authenticator_app(
     with TestClient(create_app(sparekey), raise_server_exceptions=False) as other:
         assert post_sign_in(other, "hank", PASSWORD).status_code == 401
         sign_in(other, clock, "hank", secret)
+
+
+def key_operator(sparekey: Sparekey, name: str, key: SoftAuthenticator) -> str:
+    """An operator with a password and only a security key; its user id."""
+    made = sparekey.operators.create(name, role=OperatorRole.ADMIN)
+    sparekey.operators.set_password(name, PASSWORD)
+    register_key(sparekey, made.operator.user_id, key)
+    return made.operator.user_id
+
+
+def register_key(sparekey: Sparekey, user_id: str, key: SoftAuthenticator) -> dict[str, Any]:
+    """A security key for a user with no active factor yet; the credential it created."""
+    credential = key.create(sparekey.webauthn.begin_registration(user_id), origin=ORIGIN)
+    sparekey.webauthn.finish_registration(user_id, credential)
+    return credential
+
+
+def key_step(browser: TestClient, name: str) -> dict[str, str]:
+    """The password step for a key operator; the key step's CSRF header."""
+    started = post_sign_in(browser, name, PASSWORD)
+    assert started.status_code == 303, started.text
+    assert started.headers["location"] == "/console/key"
+    # Only the password: no console session yet
+    assert browser.get("/console", follow_redirects=False).status_code == 303
+    assert browser.get("/console/cases", follow_redirects=False).status_code == 303
+    step = browser.get("/console/key")
+    assert step.status_code == 200
+    assert 'data-webauthn="authenticate"' in step.text
+    assert "<script>" not in step.text
+    assert "Sign out" not in step.text
+    found = META_CSRF.search(step.text)
+    assert found
+    return {"X-CSRF-Token": found.group(1)}
+
+
+def test_an_operator_with_a_security_key_signs_in_with_password_and_key(
+    sparekey: Sparekey, browser: TestClient
+) -> None:
+    key = SoftAuthenticator()
+    key_operator(sparekey, "kim", key)
+    headers = key_step(browser, "kim")
+    assert browser.post("/console/key/options").status_code == 403  # no CSRF header
+    options = browser.post("/console/key/options", headers=headers)
+    assert options.status_code == 200, options.text
+    assertion = key.get(options.json()["options"], origin=ORIGIN)
+    assert browser.post("/console/key", json={"credential": assertion}).status_code == 403
+    done = browser.post("/console/key", json={"credential": assertion}, headers=headers)
+    assert done.status_code == 200, done.text
+    assert done.json() == {"redirect": "/console"}
+    home = browser.get("/console")
+    assert "Signed in as <strong>kim</strong>" in home.text
+    signed_in = events(sparekey, "console.signed_in")
+    assert len(signed_in) == 1
+    assert signed_in[0].actor_id == sparekey.operators.by_name("kim").id
+    # The pending step is over
+    assert browser.get("/console/key", follow_redirects=False).status_code == 303
+
+
+def test_a_key_of_another_user_or_no_key_is_refused(
+    sparekey: Sparekey, client: TestClient, browser: TestClient
+) -> None:
+    kims, mallorys = SoftAuthenticator(), SoftAuthenticator()
+    key_operator(sparekey, "kim", kims)
+    create_user(client, "mallory")
+    theirs = register_key(sparekey, "mallory", mallorys)
+    headers = key_step(browser, "kim")
+    options = browser.post("/console/key/options", headers=headers).json()["options"]
+    options["allowCredentials"] = [{"type": "public-key", "id": theirs["id"]}]
+    assertion = mallorys.get(options, origin=ORIGIN)
+    refused = browser.post("/console/key", json={"credential": assertion}, headers=headers)
+    assert refused.status_code == 401
+    assert refused.json() == {"error": REFUSED}
+    assert "sparekey_console=" not in refused.headers.get("set-cookie", "")
+    assert browser.get("/console", follow_redirects=False).status_code == 303
+    # One try per password: the pending step has ended
+    assert browser.get("/console/key", follow_redirects=False).status_code == 303
+
+    # A passkey sign-in's challenge (no user) answered by another user's key: refused too
+    headers = key_step(browser, "kim")
+    loose = sparekey.webauthn.begin_authentication()
+    assertion = mallorys.get(loose, origin=ORIGIN, credential_id=None)
+    refused = browser.post("/console/key", json={"credential": assertion}, headers=headers)
+    assert refused.status_code == 401
+
+    # Only the password, then nothing (or garbage): never signed in
+    headers = key_step(browser, "kim")
+    garbage = browser.post("/console/key", json={"credential": {"id": "x"}}, headers=headers)
+    assert garbage.status_code == 401
+    assert browser.get("/console", follow_redirects=False).status_code == 303
+    # A wrong password never reaches the key step
+    wrong = post_sign_in(browser, "kim", "not the password at all")
+    assert wrong.status_code == 401
+    assert REFUSED in wrong.text
+    assert events(sparekey, "console.signed_in") == []
+    reasons = [r.details["reason"] for r in reversed(events(sparekey, "console.sign_in_failed"))]
+    assert reasons == ["key", "key", "key", "password"]
+
+
+def test_first_sign_in_sets_up_a_security_key_instead(
+    sparekey: Sparekey, browser: TestClient, clock: FixedClock
+) -> None:
+    made = sparekey.operators.create("hank", role=OperatorRole.HELPDESK)
+    sparekey.operators.set_password("hank", PASSWORD)
+    started = post_sign_in(browser, "hank", PASSWORD)
+    assert started.headers["location"] == "/console/setup"
+    setup = browser.get("/console/setup")
+    assert "Use a security key instead" in setup.text
+    assert 'data-webauthn="register"' in setup.text
+    found = META_CSRF.search(setup.text)
+    assert found
+    headers = {"X-CSRF-Token": found.group(1)}
+    assert browser.post("/console/setup/key/options").status_code == 403
+    options = browser.post("/console/setup/key/options", headers=headers)
+    assert options.status_code == 200, options.text
+    key = SoftAuthenticator()
+    credential = key.create(options.json()["options"], origin=ORIGIN)
+    done = browser.post("/console/setup/key", json={"credential": credential}, headers=headers)
+    assert done.status_code == 200, done.text
+    assert done.json() == {"redirect": "/console"}
+    home = browser.get("/console")
+    assert "Signed in as <strong>hank</strong>" in home.text
+    assert len(events(sparekey, "console.signed_in")) == 1
+    active = [f for f in sparekey.factors.list(made.operator.user_id) if f.status.value == "active"]
+    assert [f.type.value for f in active] == ["webauthn"]
+    # The setup session is gone; from now on the key is asked for
+    assert browser.get("/console/setup", follow_redirects=False).status_code == 303
+    with TestClient(create_app(sparekey), raise_server_exceptions=False) as other:
+        headers = key_step(other, "hank")
+        options = other.post("/console/key/options", headers=headers).json()["options"]
+        assertion = key.get(options, origin=ORIGIN)
+        answer = other.post("/console/key", json={"credential": assertion}, headers=headers)
+        assert answer.status_code == 200
+        assert "Signed in as <strong>hank</strong>" in other.get("/console").text
+
+
+def test_the_key_step_session_cannot_set_up_another_factor(
+    sparekey: Sparekey, browser: TestClient
+) -> None:
+    key_operator(sparekey, "kim", SoftAuthenticator())
+    headers = key_step(browser, "kim")
+    attempt = browser.post("/console/setup/key/options", headers=headers)
+    assert attempt.status_code == 409
+    assert browser.get("/console/setup", follow_redirects=False).status_code == 303
+    assert browser.get("/console", follow_redirects=False).status_code == 303
 
 
 def test_forms_without_the_csrf_token_are_refused(

@@ -2,9 +2,12 @@
 
 Signing in takes the operator's name, password and a code from their authenticator app in one
 form, and refuses with one message whatever was wrong (see ``OperatorService.check_password``).
-An operator whose user record has no active factor yet sets up an authenticator app right after
-the password (a short ``console_setup`` session holds that step); the confirming code signs
-them in. Every action is the operator's (``Caller(type="operator")``), as from the command line.
+An operator with a security key or passkey (and no code factor, or who chooses the key) gets a
+second step after the password, held by a short ``console_setup`` session: the key's assertion
+signs them in only if it is one of their own user's keys. An operator whose user record has no
+active factor yet sets up an authenticator app or a security key right after the password (the
+same kind of session holds that step); the confirming code or the registered key signs them
+in. Every action is the operator's (``Caller(type="operator")``), as from the command line.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -50,11 +53,12 @@ from sparekey.services.sessions import CONSOLE, CONSOLE_SETUP, OpenedSession, We
 from sparekey.web.csrf import (
     ConsoleForm,
     ConsoleSetupForm,
+    ConsoleSetupJson,
     CsrfRefusedError,
     form_token_matches,
 )
 from sparekey.web.paths import CONSOLE as CONSOLE_PATH
-from sparekey.web.portal import _factor_kind, _field, _grouped, _qr_png
+from sparekey.web.portal import _factor_kind, _field, _grouped, _json, _qr_png
 from sparekey.web.render import page
 from sparekey.web.sessions import (
     ConsoleSession,
@@ -215,7 +219,16 @@ def _sign_in(request: Request, form: FormData) -> Response:
         response = _redirect(f"{CONSOLE_PATH}/setup")
         set_cookie(request, response, opened)
         return response
-    if not any(f.type.guessable for f in active):
+    has_codes = any(f.type.guessable for f in active)
+    if any(f.type is FactorType.WEBAUTHN for f in active) and (
+        not has_codes or form.get("method") == "key"
+    ):
+        # The key step: the password is right, but this is no console session yet
+        opened = app.sessions.start(CONSOLE_SETUP, operator.user_id, caller=caller)
+        response = _redirect(f"{CONSOLE_PATH}/key")
+        set_cookie(request, response, opened)
+        return response
+    if not has_codes:
         app.operators.sign_in_failed(name, "no_code_factor", caller=caller)
         return _sign_in_page(request, status=401, error=REFUSED, name=name)
     try:
@@ -227,6 +240,90 @@ def _sign_in(request: Request, form: FormData) -> Response:
         return _sign_in_page(request, status=401, error=REFUSED, name=name)
     opened = app.sessions.start(CONSOLE, operator.user_id, caller=caller, event="console.signed_in")
     return _signed_in_response(request, opened)
+
+
+# -- the second step with a security key or passkey --------------------------------------------
+
+
+def _active(app: Sparekey, operator: Operator) -> list[Any]:
+    return [f for f in app.factors.list(operator.user_id) if f.status is FactorStatus.ACTIVE]
+
+
+def _back_to_sign_in(request: Request, session: WebSession) -> Response:
+    sparekey_of(request).sessions.discard(session)
+    response = _redirect(f"{CONSOLE_PATH}/sign-in")
+    clear_cookie(request, response, CONSOLE_SETUP)
+    return response
+
+
+def _signed_in_json(request: Request, session: WebSession, operator: Operator) -> Response:
+    """The pending session ends and a console session starts; the page's script follows."""
+    app = sparekey_of(request)
+    caller = operator_caller(request, operator)
+    app.sessions.discard(session)
+    opened = app.sessions.start(CONSOLE, operator.user_id, caller=caller, event="console.signed_in")
+    response = JSONResponse({"redirect": CONSOLE_PATH})
+    set_cookie(request, response, opened)
+    clear_cookie(request, response, CONSOLE_SETUP)
+    response.delete_cookie(SIGN_IN_COOKIE, path=CONSOLE_PATH, httponly=True, samesite="lax")
+    return response
+
+
+@router.get("/key")
+def key_step(request: Request, session: ConsoleSetupSession) -> Response:
+    app = sparekey_of(request)
+    operator = _setup_operator(request, session)
+    if not any(f.type is FactorType.WEBAUTHN for f in _active(app, operator)):
+        return _back_to_sign_in(request, session)
+    return page(request, "console/key.html", who=operator.name)
+
+
+@router.post("/key/options")
+def key_step_options(
+    request: Request, session: ConsoleSetupSession, _: ConsoleSetupJson
+) -> Response:
+    app = sparekey_of(request)
+    operator = _setup_operator(request, session)
+    try:
+        options = app.webauthn.begin_authentication(
+            operator.user_id, caller=operator_caller(request, operator)
+        )
+    except SparekeyError:
+        return JSONResponse({"error": REFUSED}, status_code=400)
+    return JSONResponse({"options": options})
+
+
+@router.post("/key")
+async def key_step_finish(
+    request: Request, session: ConsoleSetupSession, _: ConsoleSetupJson
+) -> Response:
+    body = await _json(request)
+    return await run_in_threadpool(_key_step_finish, request, session, body)
+
+
+def _key_step_finish(
+    request: Request, session: WebSession, body: dict[str, Any] | None
+) -> Response:
+    app = sparekey_of(request)
+    operator = _setup_operator(request, session)
+    caller = operator_caller(request, operator)
+    credential = body.get("credential") if body else None
+    try:
+        result = (
+            app.webauthn.finish_authentication(credential, caller=caller)
+            if isinstance(credential, dict)
+            else None
+        )
+    except SparekeyError:
+        result = None
+    if result is None or not result.verified or result.user_id != operator.user_id:
+        # One try per password: the pending step ends, and the answer says no more than the form
+        app.operators.sign_in_failed(operator.name, "key", caller=caller)
+        app.sessions.discard(session)
+        response = JSONResponse({"error": REFUSED}, status_code=401)
+        clear_cookie(request, response, CONSOLE_SETUP)
+        return response
+    return _signed_in_json(request, session, operator)
 
 
 # -- first sign-in: setting up an authenticator app --------------------------------------------
@@ -243,11 +340,8 @@ def _setup_operator(request: Request, session: WebSession) -> Operator:
 def setup(request: Request, session: ConsoleSetupSession) -> Response:
     app = sparekey_of(request)
     operator = _setup_operator(request, session)
-    if any(f.status is FactorStatus.ACTIVE for f in app.factors.list(operator.user_id)):
-        app.sessions.discard(session)  # set up meanwhile: sign in with a code
-        response = _redirect(f"{CONSOLE_PATH}/sign-in")
-        clear_cookie(request, response, CONSOLE_SETUP)
-        return response
+    if _active(app, operator):
+        return _back_to_sign_in(request, session)  # set up meanwhile: sign in with it
     enrollment = app.factors.enroll(
         operator.user_id,
         type=FactorType.TOTP,
@@ -273,6 +367,8 @@ def confirm_setup(
     operator = _setup_operator(request, session)
     caller = operator_caller(request, operator)
     code = (_field(form, "code", max_length=16) or "").replace(" ", "")
+    if _active(app, operator):
+        return _back_to_sign_in(request, session)  # setup is only for a user with no factor
     factor = app.factors.get(operator.user_id, factor_id)
 
     def again(error: str, status: int) -> HTMLResponse:
@@ -302,6 +398,51 @@ def confirm_setup(
     response = _signed_in_response(request, opened)
     clear_cookie(request, response, CONSOLE_SETUP)
     return response
+
+
+@router.post("/setup/key/options")
+def setup_key_options(
+    request: Request, session: ConsoleSetupSession, _: ConsoleSetupJson
+) -> Response:
+    app = sparekey_of(request)
+    operator = _setup_operator(request, session)
+    if _active(app, operator):
+        return JSONResponse({"error": "A second factor is already set up. Sign in again."}, 409)
+    try:
+        options = app.webauthn.begin_registration(
+            operator.user_id, caller=operator_caller(request, operator)
+        )
+    except SparekeyError as exc:
+        return JSONResponse({"error": exc.detail}, status_code=400)
+    return JSONResponse({"options": options})
+
+
+@router.post("/setup/key")
+async def setup_key(
+    request: Request, session: ConsoleSetupSession, _: ConsoleSetupJson
+) -> Response:
+    body = await _json(request)
+    return await run_in_threadpool(_setup_key, request, session, body)
+
+
+def _setup_key(request: Request, session: WebSession, body: dict[str, Any] | None) -> Response:
+    app = sparekey_of(request)
+    operator = _setup_operator(request, session)
+    if _active(app, operator):
+        return JSONResponse({"error": "A second factor is already set up. Sign in again."}, 409)
+    credential = body.get("credential") if body else None
+    if not isinstance(credential, dict):
+        return JSONResponse({"error": "the browser sent no credential"}, status_code=400)
+    try:
+        app.webauthn.finish_registration(
+            operator.user_id,
+            credential,
+            label="Console security key",
+            caller=operator_caller(request, operator),
+        )
+    except SparekeyError as exc:
+        return JSONResponse({"error": exc.detail}, status_code=400)
+    return _signed_in_json(request, session, operator)
 
 
 # -- signed in ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ __all__ = [
     "HEADER",
     "ConsoleForm",
     "ConsoleSetupForm",
+    "ConsoleSetupJson",
     "CsrfRefusedError",
     "PortalForm",
     "PortalJson",
@@ -72,7 +73,13 @@ async def _portal_json(request: Request, session: PortalSession) -> None:
         raise CsrfRefusedError()
 
 
+async def _console_setup_json(request: Request, session: ConsoleSetupSession) -> None:
+    if not csrf_matches(session, request.headers.get(HEADER)):
+        raise CsrfRefusedError()
+
+
 PortalForm = Annotated[FormData, Depends(_portal_form)]
 PortalJson = Annotated[None, Depends(_portal_json)]
 ConsoleForm = Annotated[FormData, Depends(_console_form)]
 ConsoleSetupForm = Annotated[FormData, Depends(_console_setup_form)]
+ConsoleSetupJson = Annotated[None, Depends(_console_setup_json)]
