@@ -3,6 +3,7 @@ application (manage scope): redeeming a temporary access pass, cancelling, trust
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from fastapi import APIRouter, Header, Query, status
@@ -27,7 +28,7 @@ from sparekey.api.schemas import (
     RedeemOut,
     UserIdPath,
 )
-from sparekey.domain.models import CaseState
+from sparekey.domain.models import ApiKey, CaseState, RecoveryCase
 
 router = APIRouter(tags=["recovery"])
 CASES = "/v1/recovery/cases"
@@ -89,13 +90,8 @@ def approve_as_contact(
     sparekey_assurance: str | None = Header(default=None),
 ) -> RecoveryCaseOut:
     """A trusted contact approves, with their own assurance token from a fresh verification."""
-    case = app.recovery.approve_as_contact(
-        case_id,
-        contact_id=body.contact_id,
-        assurance_token=sparekey_assurance,
-        caller=caller_of(key, body.context),
-    )
-    return RecoveryCaseOut.of(case)
+    decide = app.recovery.approve_as_contact
+    return _contact_decision(decide, case_id, body, key, sparekey_assurance)
 
 
 @router.post(CASES + "/{case_id}/contact-denials", response_model=RecoveryCaseOut)
@@ -107,10 +103,21 @@ def deny_as_contact(
     sparekey_assurance: str | None = Header(default=None),
 ) -> RecoveryCaseOut:
     """A trusted contact refuses (they did not hear from the user): the case is denied."""
-    case = app.recovery.deny_as_contact(
+    decide = app.recovery.deny_as_contact
+    return _contact_decision(decide, case_id, body, key, sparekey_assurance)
+
+
+def _contact_decision(
+    decide: Callable[..., RecoveryCase],
+    case_id: str,
+    body: ContactApprovalBody,
+    key: ApiKey,
+    assurance_token: str | None,
+) -> RecoveryCaseOut:
+    case = decide(
         case_id,
         contact_id=body.contact_id,
-        assurance_token=sparekey_assurance,
+        assurance_token=assurance_token,
         caller=caller_of(key, body.context),
     )
     return RecoveryCaseOut.of(case)
