@@ -57,8 +57,8 @@ from sparekey.web.csrf import (
     CsrfRefusedError,
     form_token_matches,
 )
+from sparekey.web.forms import factor_kind, field, grouped, json_body, qr_png
 from sparekey.web.paths import CONSOLE as CONSOLE_PATH
-from sparekey.web.portal import _factor_kind, _field, _grouped, _json, _qr_png
 from sparekey.web.render import page
 from sparekey.web.sessions import (
     ConsoleSession,
@@ -197,10 +197,10 @@ async def sign_in(request: Request) -> Response:
 
 def _sign_in(request: Request, form: FormData) -> Response:
     app = sparekey_of(request)
-    name = _field(form, "name", max_length=64) or ""
+    name = field(form, "name", max_length=64) or ""
     typed = form.get("password")
     password = typed if isinstance(typed, str) else ""
-    code = (_field(form, "code", max_length=64) or "").replace(" ", "")
+    code = (field(form, "code", max_length=64) or "").replace(" ", "")
     ip, agent = _client(request)
     anonymous = Caller(type="console", ip=ip, user_agent=agent)  # nobody known yet
     try:
@@ -297,7 +297,7 @@ def key_step_options(
 async def key_step_finish(
     request: Request, session: ConsoleSetupSession, _: ConsoleSetupJson
 ) -> Response:
-    body = await _json(request)
+    body = await json_body(request)
     return await run_in_threadpool(_key_step_finish, request, session, body)
 
 
@@ -353,8 +353,8 @@ def setup(request: Request, session: ConsoleSetupSession) -> Response:
         "console/setup.html",
         who=operator.name,
         factor=enrollment.factor,
-        qr=_qr_png(enrollment.otpauth_uri),
-        secret=_grouped(b32encode(enrollment.secret)),
+        qr=qr_png(enrollment.otpauth_uri),
+        secret=grouped(b32encode(enrollment.secret)),
         error=None,
     )
 
@@ -366,7 +366,7 @@ def confirm_setup(
     app = sparekey_of(request)
     operator = _setup_operator(request, session)
     caller = operator_caller(request, operator)
-    code = (_field(form, "code", max_length=16) or "").replace(" ", "")
+    code = (field(form, "code", max_length=16) or "").replace(" ", "")
     if _active(app, operator):
         return _back_to_sign_in(request, session)  # setup is only for a user with no factor
     factor = app.factors.get(operator.user_id, factor_id)
@@ -421,7 +421,7 @@ def setup_key_options(
 async def setup_key(
     request: Request, session: ConsoleSetupSession, _: ConsoleSetupJson
 ) -> Response:
-    body = await _json(request)
+    body = await json_body(request)
     return await run_in_threadpool(_setup_key, request, session, body)
 
 
@@ -497,7 +497,7 @@ def _reason(form: FormData) -> str | None:
     """The optional reason: "" when left out, None when it is not acceptable."""
     if form.get("reason") is None:
         return ""
-    return _field(form, "reason", max_length=500, lines=True)
+    return field(form, "reason", max_length=500, lines=True)
 
 
 def countdown(until: datetime | None, now: datetime) -> str:
@@ -569,7 +569,7 @@ def _cases_page(
 @router.post("/cases")
 def open_case(request: Request, signed_in: Operating, form: ConsoleForm) -> Response:
     app = sparekey_of(request)
-    user_id = _field(form, "user_id", max_length=128) or ""
+    user_id = field(form, "user_id", max_length=128) or ""
     reason = _reason(form)
     typed = {"user_id": user_id, "reason": reason or ""}
     try:
@@ -654,7 +654,7 @@ def user_detail(request: Request, signed_in: Operating, user_id: str) -> HTMLRes
         who=signed_in.operator.name,
         user=user,
         factors=[f for f in app.factors.list(user_id) if f.status is not FactorStatus.PENDING],
-        kind=_factor_kind,
+        kind=factor_kind,
         readiness=app.readiness.assess(user_id).assessment,
         records=app.audit.query(user_id=user_id, limit=50).records,
         names=_names(app),
@@ -917,7 +917,7 @@ def api_keys(request: Request, signed_in: Operating, done: str = "") -> HTMLResp
 @router.post("/api-keys")
 def create_api_key(request: Request, signed_in: Operating, form: ConsoleForm) -> HTMLResponse:
     _refuse_non_admin(signed_in.operator)
-    name = _field(form, "name", max_length=100) or ""
+    name = field(form, "name", max_length=100) or ""
     chosen = [v for v in form.getlist("scopes") if isinstance(v, str)]
     typed = {"name": name, "scopes": chosen}
     try:

@@ -13,11 +13,9 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-import segno
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 
 from sparekey.domain.errors import (
     AssuranceRequiredError,
@@ -26,12 +24,20 @@ from sparekey.domain.errors import (
     FactorExpiredError,
     SparekeyError,
 )
-from sparekey.domain.models import Factor, FactorStatus, FactorType
+from sparekey.domain.models import FactorStatus, FactorType
 from sparekey.protocols.otpauth import b32encode
 from sparekey.runtime import Sparekey
 from sparekey.services.assurance import Assurance
 from sparekey.services.sessions import WebSession
 from sparekey.web.csrf import PortalForm, PortalJson
+from sparekey.web.forms import (
+    factor_kind,
+    field,
+    grouped,
+    has_control_characters,
+    json_body,
+    qr_png,
+)
 from sparekey.web.paths import PORTAL
 from sparekey.web.render import page
 from sparekey.web.sessions import (
@@ -72,24 +78,10 @@ ACTION_PATHS = {
     "check_unused_factor": f"{PORTAL}#factors",
 }
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _USER_ID = re.compile(r"^[A-Za-z0-9._@+:-]{1,128}$")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _field(form: FormData, name: str, *, max_length: int = 256, lines: bool = False) -> str | None:
-    """A text field, stripped; None when it is missing, too long or holds control characters
-    (line breaks allowed where ``lines``)."""
-    value = form.get(name)
-    if not isinstance(value, str):
-        return None
-    value = value.strip()
-    checked = re.sub(r"[\r\n\t]", " ", value) if lines else value
-    if len(value) > max_length or _CONTROL.search(checked):
-        return None
-    return value
 
 
 def _safe_next(target: str | None) -> str:
@@ -117,23 +109,6 @@ def _needs_step_up(app: Sparekey, session: WebSession) -> bool:
     if session.step_up(app.clock.now()):
         return False
     return any(f.status is FactorStatus.ACTIVE for f in app.factors.list(session.subject))
-
-
-def _qr_png(uri: str) -> str:
-    qr = segno.make(uri, error="m")
-    data_uri: str = qr.png_data_uri(scale=6, border=4, dark="#111827")
-    return data_uri
-
-
-def _grouped(secret: str) -> str:
-    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
-
-
-def _factor_kind(factor: Factor) -> str:
-    if factor.type is FactorType.WEBAUTHN:
-        info = factor.webauthn
-        return "Passkey" if info is not None and info.backup_eligible else "Security key"
-    return "Authenticator app" if factor.type is FactorType.TOTP else "Counter-based code (HOTP)"
 
 
 # -- signing in and out ------------------------------------------------------------------------
@@ -191,7 +166,7 @@ def overview(request: Request, session: PortalSession, done: str = "") -> HTMLRe
         "overview.html",
         user=app.users.get(user_id),
         factors=factors,
-        kind=_factor_kind,
+        kind=factor_kind,
         readiness=readiness,
         actions=[(a, ACTION_PATHS.get(a.id, PORTAL)) for a in readiness.assessment.actions],
         case=open_cases[0] if open_cases else None,
@@ -228,8 +203,8 @@ def step_up_form(request: Request, session: PortalSession, next: str = PORTAL) -
 @router.post("/step-up")
 def step_up(request: Request, session: PortalSession, form: PortalForm) -> Response:
     app = sparekey_of(request)
-    next_path = _safe_next(_field(form, "next", max_length=500))
-    code = _field(form, "code", max_length=64)
+    next_path = _safe_next(field(form, "next", max_length=500))
+    code = field(form, "code", max_length=64)
     if not code:
         return _step_up_page(
             request,
@@ -270,7 +245,7 @@ def step_up_key_options(request: Request, session: PortalSession, _: PortalJson)
 
 @router.post("/step-up/webauthn")
 async def step_up_key(request: Request, session: PortalSession, _: PortalJson) -> Response:
-    body = await _json(request)
+    body = await json_body(request)
     app = sparekey_of(request)
     if body is None:
         return JSONResponse({"error": "the browser sent no credential"}, status_code=400)
@@ -293,14 +268,6 @@ async def step_up_key(request: Request, session: PortalSession, _: PortalJson) -
     return JSONResponse({"redirect": _safe_next(str(body.get("next") or PORTAL))})
 
 
-async def _json(request: Request) -> dict[str, Any] | None:
-    try:
-        body = await request.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
 # -- one factor: rename, mark lost, remove -----------------------------------------------------
 
 
@@ -313,7 +280,7 @@ def _factor_page(
         "factor.html",
         status=extra.pop("status", 200),
         factor=factor,
-        kind=_factor_kind(factor),
+        kind=factor_kind(factor),
         error=extra.pop("error", None),
         **extra,
     )
@@ -329,7 +296,7 @@ def rename_factor(
     request: Request, session: PortalSession, form: PortalForm, factor_id: str
 ) -> Response:
     app = sparekey_of(request)
-    label = _field(form, "label", max_length=100)
+    label = field(form, "label", max_length=100)
     if not label:
         return _factor_page(
             request,
@@ -388,7 +355,7 @@ def new_app_form(request: Request, session: PortalSession) -> Response:
 @router.post("/factors/new/app")
 def new_app(request: Request, session: PortalSession, form: PortalForm) -> Response:
     app = sparekey_of(request)
-    label = _field(form, "label", max_length=100)
+    label = field(form, "label", max_length=100)
     if label is None:
         return page(
             request, "app_new.html", status=422, error="The name may have at most 100 characters."
@@ -409,8 +376,8 @@ def new_app(request: Request, session: PortalSession, form: PortalForm) -> Respo
         request,
         "app_setup.html",
         factor=enrollment.factor,
-        qr=_qr_png(enrollment.otpauth_uri),
-        secret=_grouped(b32encode(enrollment.secret)),
+        qr=qr_png(enrollment.otpauth_uri),
+        secret=grouped(b32encode(enrollment.secret)),
         error=None,
     )
 
@@ -420,7 +387,7 @@ def confirm_app(
     request: Request, session: PortalSession, form: PortalForm, factor_id: str
 ) -> Response:
     app = sparekey_of(request)
-    code = _field(form, "code", max_length=16)
+    code = field(form, "code", max_length=16)
     factor = app.factors.get(session.subject, factor_id)
 
     def again(error: str, status: int) -> HTMLResponse:
@@ -485,12 +452,12 @@ def key_options(request: Request, session: PortalSession, _: PortalJson) -> Resp
 
 @router.post("/webauthn/registration")
 async def key_register(request: Request, session: PortalSession, _: PortalJson) -> Response:
-    body = await _json(request)
+    body = await json_body(request)
     app = sparekey_of(request)
     if body is None or not isinstance(body.get("credential"), dict):
         return JSONResponse({"error": "the browser sent no credential"}, status_code=400)
     label = body.get("label")
-    if not isinstance(label, str) or len(label) > 100 or _CONTROL.search(label):
+    if not isinstance(label, str) or len(label) > 100 or has_control_characters(label):
         return JSONResponse({"error": "The name may have at most 100 characters."}, 400)
     try:
         await run_in_threadpool(
@@ -545,7 +512,7 @@ def drill_page(request: Request, session: PortalSession) -> HTMLResponse:
 @router.post("/drill")
 def drill(request: Request, session: PortalSession, form: PortalForm) -> Response:
     app = sparekey_of(request)
-    code = _field(form, "code", max_length=64)
+    code = field(form, "code", max_length=64)
     readiness = app.readiness.assess(session.subject)
     if not code:
         return page(
@@ -611,7 +578,7 @@ def contacts_page(request: Request, session: PortalSession, done: str = "") -> H
 @router.post("/contacts")
 def set_contacts(request: Request, session: PortalSession, form: PortalForm) -> Response:
     app = sparekey_of(request)
-    raw = _field(form, "contacts", max_length=2000, lines=True)
+    raw = field(form, "contacts", max_length=2000, lines=True)
     chosen = [] if raw is None else [c for c in re.split(r"[\s,]+", raw) if c]
     if raw is None or any(not _USER_ID.match(c) for c in chosen):
         return _contacts_page(
