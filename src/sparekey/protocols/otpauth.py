@@ -1,6 +1,8 @@
 """The ``otpauth://`` Key URI format (Google Authenticator's "Key Uri Format" wiki page).
 
-``otpauth://TYPE/LABEL?PARAMETERS`` where TYPE is ``totp`` or ``hotp``; LABEL is ``issuer:account``
+``otpauth://TYPE/LABEL?PARAMETERS`` where TYPE is ``totp`` or ``hotp`` (and, as a de-facto
+extension written by Aegis, 2FAS and Ente, ``steam``; KeePassXC writes ``totp`` with ``encoder=steam``
+instead); LABEL is ``issuer:account``
 (percent-encoded, the colon literal or ``%3A``); PARAMETERS are ``secret`` (base32, no padding),
 ``issuer`` (should equal the label's prefix), ``algorithm``, ``digits``, ``period`` (TOTP) and
 ``counter`` (required for HOTP).
@@ -22,6 +24,7 @@ __all__ = ["OtpType", "OtpauthError", "OtpauthUri", "b32decode", "b32encode", "p
 class OtpType(StrEnum):
     TOTP = "totp"
     HOTP = "hotp"
+    STEAM = "steam"
 
 
 class OtpauthError(ValueError):
@@ -63,7 +66,7 @@ class OtpauthUri:
         if self.issuer:
             params.append(f"issuer={quote(self.issuer, safe='')}")
         params += [f"algorithm={self.algorithm.value}", f"digits={self.digits}"]
-        if self.type is OtpType.TOTP:
+        if self.type is not OtpType.HOTP:
             params.append(f"period={self.period}")
         else:
             params.append(f"counter={self.counter}")
@@ -103,8 +106,10 @@ def parse(uri: str) -> OtpauthUri:
     try:
         otp_type = OtpType(parts.netloc.lower())
     except ValueError as exc:
-        raise OtpauthError("the type must be totp or hotp") from exc
+        raise OtpauthError("the type must be totp, hotp or steam") from exc
     params = parse_qs(parts.query, keep_blank_values=True)
+    if otp_type is OtpType.TOTP and params.get("encoder", [""])[0].lower() == "steam":
+        otp_type = OtpType.STEAM
     issuer_in_label, account = _split_label(parts.path.lstrip("/"))
     issuer = params.get("issuer", [issuer_in_label])[0].strip() or issuer_in_label.strip() or None
     secret_values = params.get("secret")
@@ -112,19 +117,24 @@ def parse(uri: str) -> OtpauthUri:
         raise OtpauthError("the secret parameter is missing")
     secret = b32decode(secret_values[0])
     algorithm_text = params.get("algorithm", ["SHA1"])[0].upper().replace("-", "")
+    algorithm_text = algorithm_text.removeprefix("ALGORITHM.")  # Ente's older exports
     try:
         algorithm = HashAlgorithm(algorithm_text)
     except ValueError as exc:
         raise OtpauthError("algorithm must be SHA1, SHA256 or SHA512") from exc
     if otp_type is OtpType.HOTP and "counter" not in params:
         raise OtpauthError("an hotp URI needs a counter parameter")
+    if otp_type is OtpType.STEAM:
+        algorithm = HashAlgorithm.SHA1
     return OtpauthUri(
         type=otp_type,
         secret=secret,
         account=account.strip(),
         issuer=issuer,
         algorithm=algorithm,
-        digits=_int_param(params, "digits", 6, MIN_DIGITS, MAX_DIGITS),
+        digits=5
+        if otp_type is OtpType.STEAM
+        else _int_param(params, "digits", 6, MIN_DIGITS, MAX_DIGITS),
         period=_int_param(params, "period", 30, 1, 86_400),
         counter=_int_param(params, "counter", 0, 0, (1 << 64) - 1),
     )

@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Iterable
 from enum import StrEnum
 
-__all__ = ["MAX_DIGITS", "MIN_DIGITS", "HashAlgorithm", "hotp", "match_counter"]
+__all__ = ["MAX_DIGITS", "MIN_DIGITS", "HashAlgorithm", "hotp", "match_counter", "truncated_value"]
 
 MIN_DIGITS = 4
 MAX_DIGITS = 10
@@ -42,6 +42,16 @@ def _truncate(digest: bytes) -> int:
     """Dynamic truncation, RFC 4226 section 5.4: a 31-bit integer from the digest."""
     offset = digest[-1] & 0x0F
     return int.from_bytes(digest[offset : offset + 4], "big") & 0x7FFFFFFF
+
+
+def truncated_value(
+    *, key: bytes, counter: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
+) -> int:
+    """The 31-bit integer of sections 5.3 and 5.4 before it is reduced to digits (Steam Guard and
+    other encoders turn this number into characters of their own)."""
+    if counter < 0 or counter >= 1 << 64:
+        raise ValueError("counter must fit in 8 unsigned bytes")
+    return _truncate(hmac.new(key, counter.to_bytes(8, "big"), _HASHES[algorithm]).digest())
 
 
 def hotp(
