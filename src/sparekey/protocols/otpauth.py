@@ -1,8 +1,8 @@
 """The ``otpauth://`` Key URI format (Google Authenticator's "Key Uri Format" wiki page).
 
 ``otpauth://TYPE/LABEL?PARAMETERS`` where TYPE is ``totp`` or ``hotp`` (and, as a de-facto
-extension written by Aegis, 2FAS and Ente, ``steam``; KeePassXC writes ``totp`` with ``encoder=steam``
-instead); LABEL is ``issuer:account``
+extension written by Aegis, 2FAS and Ente, ``steam``; KeePassXC writes ``totp`` with
+``encoder=steam`` instead); LABEL is ``issuer:account``
 (percent-encoded, the colon literal or ``%3A``); PARAMETERS are ``secret`` (base32, no padding),
 ``issuer`` (should equal the label's prefix), ``algorithm``, ``digits``, ``period`` (TOTP) and
 ``counter`` (required for HOTP).
