@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import platformdirs
 import typer
 
@@ -157,8 +156,7 @@ def _options(
     ctx.obj = context
     if ctx.invoked_subcommand is None:
         if not _interactive():
-            typer.echo(ctx.get_help(), err=True)
-            raise typer.Exit(1)
+            raise VaultError("no command given (the terminal UI needs a terminal); see --help")
         _run_tui(context)
 
 
@@ -669,11 +667,9 @@ def main(argv: list[str] | None = None, *, obj: AppContext | None = None) -> Non
         _fail(describe_damage(context.store, exc))
     except _USER_ERRORS as exc:
         _fail(str(exc))
-    except click.UsageError as exc:
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument, ...
         _fail(exc.format_message().splitlines()[0])
-    except click.ClickException as exc:
-        _fail(exc.format_message())
-    except (click.Abort, KeyboardInterrupt, EOFError):
+    except (typer.Abort, KeyboardInterrupt, EOFError):
         _fail("stopped")
     except OSError as exc:
         _fail(str(exc))

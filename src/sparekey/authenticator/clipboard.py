@@ -31,28 +31,37 @@ class Clipboard:
     paste_command: tuple[str, ...]
 
     def copy(self, text: str) -> None:
-        self._run(self.copy_command, text)
+        # xclip and wl-copy fork a child that serves the selection and keeps any pipe it was
+        # given open, so the copy command's output goes nowhere rather than into a pipe.
+        result = self._run(self.copy_command, text, capture=False)
+        if result.returncode != 0:
+            tool, status = self.copy_command[0], result.returncode
+            raise ClipboardError(f"the clipboard tool {tool} failed (exit status {status})")
 
     def paste(self) -> str:
-        return self._run(self.paste_command, None)
+        result = self._run(self.paste_command, None, capture=True)
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip().splitlines()
+            reason = message[0] if message else f"exit status {result.returncode}"
+            raise ClipboardError(f"the clipboard tool {self.paste_command[0]} failed: {reason}")
+        return result.stdout.decode(errors="replace")
 
-    def _run(self, command: tuple[str, ...], text: str | None) -> str:
+    def _run(
+        self, command: tuple[str, ...], text: str | None, *, capture: bool
+    ) -> subprocess.CompletedProcess[bytes]:
+        output = subprocess.PIPE if capture else subprocess.DEVNULL
         try:
-            result = subprocess.run(  # noqa: S603 - fixed tool names, no shell
+            return subprocess.run(  # noqa: S603 - fixed tool names, no shell
                 command,
                 input=text.encode() if text is not None else None,
                 stdin=subprocess.DEVNULL if text is None else None,
-                capture_output=True,
+                stdout=output,
+                stderr=output,
                 timeout=5,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ClipboardError(f"the clipboard tool {command[0]} did not run: {exc}") from exc
-        if result.returncode != 0:
-            message = result.stderr.decode(errors="replace").strip().splitlines()
-            reason = message[0] if message else f"exit status {result.returncode}"
-            raise ClipboardError(f"the clipboard tool {command[0]} failed: {reason}")
-        return result.stdout.decode(errors="replace")
 
 
 def detect() -> Clipboard:
@@ -102,6 +111,14 @@ def schedule_clear(clipboard: Clipboard, text: str, *, after: float) -> None:
     assert process.stdin is not None
     process.stdin.write(text.encode())
     process.stdin.close()
+    if sys.platform != "win32":
+        process.wait(timeout=10)  # it forks and leaves at once; the grandchild waits
+
+
+def _detach() -> None:
+    """Leave the waiting to a grandchild, so the caller is not left with a running child."""
+    if sys.platform != "win32" and os.fork() > 0:
+        os._exit(0)
 
 
 def _clear_later(name: str, after: float, text: str) -> int:
@@ -118,4 +135,6 @@ def _clear_later(name: str, after: float, text: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_clear_later(sys.argv[1], float(sys.argv[2]), sys.stdin.read()))
+    _code = sys.stdin.read()
+    _detach()
+    sys.exit(_clear_later(sys.argv[1], float(sys.argv[2]), _code))

@@ -10,6 +10,7 @@ files are read one by one, each in its own format (named, or detected from its c
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -17,7 +18,7 @@ from sparekey.authenticator.qr import is_image, read_qr_texts
 from sparekey.protocols.formats import (
     FormatError,
     ImportResult,
-    PasswordRequired,
+    PasswordRequiredError,
     Skipped,
     aegis,
     andotp,
@@ -33,28 +34,40 @@ from sparekey.protocols.tokens import Token
 
 __all__ = ["FORMAT_NAMES", "detect", "read_files", "read_texts"]
 
+
+@dataclass(frozen=True)
+class _Format:
+    name: str
+    sniff: Callable[[bytes], bool]
+    parse: Callable[..., ImportResult]
+
+
+def _format(module: ModuleType) -> _Format:
+    return _Format(module.NAME, module.sniff, module.parse)
+
+
 # Most specific first: auto-detection takes the first whose sniff() says yes.
-_FORMATS: tuple[ModuleType, ...] = (
-    aegis,
-    twofas,
-    andotp,
-    bitwarden,
-    freeotp_plus,
-    ente,
-    google_migration,
-    bitwarden_csv,
-    otpauth_list,
+_FORMATS: tuple[_Format, ...] = (
+    _format(aegis),
+    _format(twofas),
+    _format(andotp),
+    _format(bitwarden),
+    _format(freeotp_plus),
+    _Format(ente.ENCRYPTED_NAME, ente.sniff_encrypted, ente.parse_encrypted),
+    _format(ente),
+    _format(google_migration),
+    _format(bitwarden_csv),
+    _format(otpauth_list),
 )
-_BY_NAME: dict[str, Callable[..., ImportResult]] = {m.NAME: m.parse for m in _FORMATS}
-_BY_NAME.update(ente.PARSERS)
+_BY_NAME: dict[str, _Format] = {f.name: f for f in _FORMATS}
 FORMAT_NAMES: tuple[str, ...] = tuple(sorted(_BY_NAME))
 
 
 def detect(data: bytes) -> str:
     """The name of the format ``data`` is in, or :class:`FormatError`."""
-    for module in _FORMATS:
-        if module.sniff(data):
-            return str(module.NAME)
+    for candidate in _FORMATS:
+        if candidate.sniff(data):
+            return candidate.name
     if andotp.sniff_encrypted(data):
         return str(andotp.NAME)
     raise FormatError("the file is not an export this app knows (give --format to say which)")
@@ -105,10 +118,10 @@ def _parse(
     password: str | None,
     ask_password: Callable[[], str] | None,
 ) -> ImportResult:
-    parser = _BY_NAME[name]
+    parser = _BY_NAME[name].parse
     try:
         return parser(data, password=password)
-    except PasswordRequired:
+    except PasswordRequiredError:
         if ask_password is None:
             raise FormatError(
                 "this export is encrypted: give its password with --import-password-file"

@@ -26,7 +26,9 @@ def read_qr_texts(data: bytes) -> list[str]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            results = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode))
+            results = zxingcpp.read_barcodes(
+                image, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+            )
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise QrError("the file is not an image this app can read") from exc
     texts = [

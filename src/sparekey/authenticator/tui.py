@@ -69,7 +69,7 @@ def run(context: AppContext) -> None:
         try:
             vault = core.unlock(store, context.credentials())
         except VaultError as exc:
-            message = str(exc) if explicit else ""
+            message = _sentence(exc) if explicit else ""
     AuthenticatorApp(store=store, clock=context.clock, vault=vault, lock_message=message).run()
 
 
@@ -116,7 +116,6 @@ class MainScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "move(-1)", "Up", show=False),
         Binding("down", "move(1)", "Down", show=False),
-        Binding("escape", "clear_search", "Clear search"),
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -135,11 +134,6 @@ class MainScreen(Screen[None]):
         if table.row_count:
             table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + delta)))
 
-    def action_clear_search(self) -> None:
-        search = self.query_one("#search", Input)
-        search.value = ""  # posts Input.Changed, which refills the table
-        search.focus()
-
 
 class AuthenticatorApp(App[None]):
     """The authenticator; everything it touches is injected so tests can run it headless."""
@@ -156,7 +150,9 @@ class AuthenticatorApp(App[None]):
     #entries { height: 1fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear_search", "Clear search"),
         Binding("ctrl+l", "lock", "Lock", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(
@@ -174,18 +170,15 @@ class AuthenticatorApp(App[None]):
         super().__init__()
         self._store = store
         self._clock = clock
-        self._unlock = unlock or (
-            lambda password: core.unlock(
-                store, core.Credentials(password=password, use_keyring=False)
-            )
-        )
+        self._unlock = unlock if unlock is not None else self._unlock_with_password
         self._vault = vault
-        self._copy = copy or system_copy(clear_after=clear_after)
+        self._copy = copy if copy is not None else system_copy(clear_after=clear_after)
         self._idle_lock_seconds = idle_lock_seconds
         self._clear_after = clear_after
         self._lock_message = lock_message
         self._last_activity = clock()
         self._shown: list[str] = []  # entry ids in table order
+        self._filled_query: str | None = None  # the search the table shows
         self._hotp_codes: dict[str, str] = {}  # the code last shown for an HOTP entry
         self._file_stamp: tuple[int, int] | None = None
 
@@ -196,11 +189,8 @@ class AuthenticatorApp(App[None]):
         """The unlocked vault, or None while locked."""
         return self._vault
 
-    @property
-    def locked(self) -> bool:
-        return self._vault is None
-
     def selected_entry(self) -> Entry | None:
+        """The entry under the table's cursor (the first match while typing a search)."""
         if self._vault is None or not isinstance(self.screen, MainScreen):
             return None
         row = self.screen.query_one("#entries", DataTable).cursor_row
@@ -246,14 +236,20 @@ class AuthenticatorApp(App[None]):
             return
         self._vault = None
         self._shown = []
+        self._filled_query = None
         self._hotp_codes.clear()
         self._file_stamp = None
         if isinstance(self.screen, MainScreen):
             self.screen.query_one("#entries", DataTable).clear()
         self.clear_notifications()  # they name accounts
+        self.refresh_bindings()
         self.switch_screen(self._locked_screen(""))
         if reason:
             self.notify(reason)
+
+    def _unlock_with_password(self, password: str) -> Vault:
+        credentials = core.Credentials(password=password, use_keyring=False)
+        return core.unlock(self._store, credentials)
 
     def _locked_screen(self, message: str) -> LockedScreen:
         return LockedScreen(vault_path=str(self._store.path), message=message)
@@ -274,12 +270,13 @@ class AuthenticatorApp(App[None]):
             field.value = ""
             field.disabled = False
             field.focus()
-            self._lock_error(str(exc))
+            self._lock_error(_sentence(exc))
             return
         self._vault = vault
         self._last_activity = self._clock()
         self._file_stamp = self._stamp()
         await self.switch_screen(MainScreen())
+        self.refresh_bindings()
         self._fill_table()
 
     def _lock_error(self, message: str) -> None:
@@ -288,14 +285,27 @@ class AuthenticatorApp(App[None]):
 
     # the table ---------------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # while locked these are hidden from the footer and not run
+        return not (action in {"lock", "clear_search"} and self._vault is None)
+
+    def action_clear_search(self) -> None:
+        if isinstance(self.screen, MainScreen):
+            search = self.screen.query_one("#search", Input)
+            search.value = ""
+            search.focus()
+            self._fill_table()  # now, not when Input.Changed arrives after the next key
+
     @on(Input.Changed, "#search")
-    def _search_changed(self) -> None:
-        self._fill_table()
+    def _search_changed(self, event: Input.Changed) -> None:
+        if event.input.value != self._filled_query:  # not a late echo of a filled search
+            self._fill_table()
 
     def _fill_table(self, *, keep: str | None = None) -> None:
         if self._vault is None or not isinstance(self.screen, MainScreen):
             return
         query = self.screen.query_one("#search", Input).value
+        self._filled_query = query
         entries = core.matching(self._vault, query) if query.strip() else self._vault.entries
         table = self.screen.query_one("#entries", DataTable)
         table.clear()
@@ -333,8 +343,8 @@ class AuthenticatorApp(App[None]):
         if token.kind is TokenKind.HOTP:
             shown = self._hotp_codes.get(entry.id)
             if shown is None:
-                return Text("press Enter for a code", style="dim"), Text("counter", style="dim")
-            return Text(group_code(shown), style="bold"), Text("used", style="dim")
+                return Text("press Enter for a code", style="dim"), Text("")
+            return Text(group_code(shown), style="bold"), Text("Enter: next code", style="dim")
         left = token.seconds_left(now=now)
         filled = round(BAR_WIDTH * left / token.period)
         bar = "█" * filled + "░" * (BAR_WIDTH - filled)
@@ -363,7 +373,7 @@ class AuthenticatorApp(App[None]):
         try:
             shown = core.next_code(self._store, self._vault, entry, now=self._clock())
         except VaultError as exc:
-            self.notify(str(exc), title="Vault error", severity="error")
+            self.notify(_sentence(exc), title="Vault error", severity="error")
             return
         if shown.counter is not None:
             self._hotp_codes[entry.id] = shown.code
@@ -372,7 +382,8 @@ class AuthenticatorApp(App[None]):
         try:
             self._copy(shown.code)
         except ClipboardError as exc:
-            self.notify(f"{exc}; the code is on screen.", title="Not copied", severity="error")
+            message = f"{_sentence(exc)}; the code is on screen."
+            self.notify(message, title="Not copied", severity="error")
             return
         cleared = f" (cleared in {self._clear_after:g} s)" if self._clear_after > 0 else ""
         self.notify(f"Copied code for {entry.label}{cleared}")
@@ -394,7 +405,7 @@ class AuthenticatorApp(App[None]):
         try:
             fresh = Vault.decrypt(self._store.read(), master_key=self._vault.master_key)
         except VaultError as exc:
-            self.notify(str(exc), title="Vault not reloaded", severity="error")
+            self.notify(_sentence(exc), title="Vault not reloaded", severity="error")
             return
         self._vault = fresh
         self._fill_table(keep=selected.id if selected else None)
@@ -407,3 +418,9 @@ def _duration(seconds: float) -> str:
     if whole < 6000:
         return f"{math.ceil(whole / 60)} min"
     return f"{math.ceil(whole / 3600)} h"
+
+
+def _sentence(error: Exception) -> str:
+    """Our error messages are lower-case clauses; on screen they start a sentence."""
+    text = str(error)
+    return text[:1].upper() + text[1:]

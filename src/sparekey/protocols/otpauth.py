@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -50,7 +50,7 @@ def b32decode(text: str) -> bytes:
 @dataclass(frozen=True, kw_only=True)
 class OtpauthUri:
     type: OtpType
-    secret: bytes
+    secret: bytes = field(repr=False)
     account: str
     issuer: str | None = None
     algorithm: HashAlgorithm = HashAlgorithm.SHA1
@@ -78,7 +78,7 @@ def _int_param(params: dict[str, list[str]], name: str, default: int, low: int, 
     if not values:
         return default
     text = values[0].strip()
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise OtpauthError(f"{name} must be a whole number from {low} to {high}")
     return int(text)
 

@@ -8,7 +8,7 @@ them, and :meth:`Token.code` computes the code at an instant the caller gives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from sparekey.protocols import steam
@@ -35,7 +35,7 @@ class TokenError(ValueError):
 @dataclass(frozen=True, kw_only=True)
 class Token:
     kind: TokenKind
-    secret: bytes
+    secret: bytes = field(repr=False)
     issuer: str = ""
     account: str = ""
     algorithm: HashAlgorithm = HashAlgorithm.SHA1
@@ -58,7 +58,9 @@ class Token:
             raise TokenError("the counter must fit in 8 unsigned bytes")
 
     @classmethod
-    def steam(cls, *, secret: bytes, issuer: str = "Steam", account: str = "", note: str = "") -> Token:
+    def steam(
+        cls, *, secret: bytes, issuer: str = "Steam", account: str = "", note: str = ""
+    ) -> Token:
         return cls(
             kind=TokenKind.STEAM,
             secret=secret,

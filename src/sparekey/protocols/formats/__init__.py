@@ -8,8 +8,8 @@ tokens out, no files, no clock.
 Errors (all :class:`FormatError`, a :class:`ValueError` whose message is one line for a person)::
 
     FormatError            the file is not this format, or is damaged
-    ├── PasswordRequired   the file is encrypted and no password was given
-    └── WrongPassword      the password does not open it (or the encrypted part is damaged)
+    ├── PasswordRequiredError   the file is encrypted and no password was given
+    └── WrongPasswordError      the password does not open it (or the encrypted part is damaged)
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from dataclasses import dataclass
 
 from sparekey.protocols.tokens import Token
 
-__all__ = ["FormatError", "ImportResult", "PasswordRequired", "Skipped", "WrongPassword"]
+__all__ = ["FormatError", "ImportResult", "PasswordRequiredError", "Skipped", "WrongPasswordError"]
 
 
 class FormatError(ValueError):
     """A file that cannot be read as the format asked for; the message says why in one line."""
 
 
-class PasswordRequired(FormatError):
+class PasswordRequiredError(FormatError):
     """The file is encrypted and needs its export password."""
 
 
-class WrongPassword(FormatError):
+class WrongPasswordError(FormatError):
     """The password does not decrypt the file."""
 
 
