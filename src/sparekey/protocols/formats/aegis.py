@@ -30,7 +30,6 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeGuard
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,11 +41,11 @@ from sparekey.protocols.formats import (
     PasswordRequiredError,
     Skipped,
     WrongPasswordError,
+    _fields,
 )
 from sparekey.protocols.formats.otpauth_list import load_json
-from sparekey.protocols.otpauth import OtpauthError, b32decode, b32encode
-from sparekey.protocols.rfc4226 import HashAlgorithm
-from sparekey.protocols.tokens import Token, TokenError, TokenKind
+from sparekey.protocols.otpauth import b32encode
+from sparekey.protocols.tokens import Token, TokenKind
 
 __all__ = [
     "MAX_SCRYPT_MEMORY",
@@ -94,15 +93,15 @@ def sniff(data: bytes) -> bool:
 
 def parse(data: bytes, *, password: str | None = None) -> ImportResult:
     """Every entry of an Aegis vault or export; ``password`` opens an encrypted one."""
-    document = _object(load_json(data, what=_WHAT), f"{_WHAT} is not a JSON object")
+    document = _fields.as_object(load_json(data, what=_WHAT), f"{_WHAT} is not a JSON object")
     version = document.get("version")
-    if not _is_int(version) or version != VAULT_VERSION:
-        raise FormatError(f"Aegis vault version {_show(version)} is not supported (only 1)")
+    if not _fields.is_int(version) or version != VAULT_VERSION:
+        raise FormatError(f"Aegis vault version {_fields.show(version)} is not supported (only 1)")
     db = document.get("db")
     if isinstance(db, dict):
         content: dict[str, object] = db
     elif isinstance(db, str):
-        header = _object(document.get("header"), "the Aegis vault has no header")
+        header = _fields.as_object(document.get("header"), "the Aegis vault has no header")
         content = _decrypt(header, db, password=password)
     else:
         raise FormatError("not an Aegis vault: db is neither an object nor encrypted text")
@@ -112,13 +111,13 @@ def parse(data: bytes, *, password: str | None = None) -> ImportResult:
 def check_scrypt_params(*, n: int, r: int, p: int) -> None:
     """Refuse scrypt parameters that would take far more memory or time than Aegis ever asks."""
     if not 2 <= n <= MAX_SCRYPT_N or n & (n - 1):
-        raise FormatError(f"scrypt N must be a power of two from 2 to 2**20, not {_show(n)}")
+        raise FormatError(f"scrypt N must be a power of two from 2 to 2**20, not {_fields.show(n)}")
     if r < 1 or p < 1:
         raise FormatError("scrypt r and p must be at least 1")
     if 128 * r * n > MAX_SCRYPT_MEMORY or n * r * p > MAX_SCRYPT_WORK:
         raise FormatError(
-            f"the scrypt parameters (N={_show(n)}, r={_show(r)}, p={_show(p)}) ask for far more "
-            "memory or time than an Aegis vault uses"
+            f"the scrypt parameters (N={_fields.show(n)}, r={_fields.show(r)}, "
+            f"p={_fields.show(p)}) ask for far more memory or time than an Aegis vault uses"
         )
 
 
@@ -149,7 +148,9 @@ def _decrypt(header: dict[str, object], db: str, *, password: str | None) -> dic
     slots = header.get("slots")
     if not isinstance(slots, list):
         raise FormatError("the encrypted Aegis vault has no key slots")
-    params = _object(header.get("params"), "the encrypted Aegis vault has no nonce and tag")
+    params = _fields.as_object(
+        header.get("params"), "the encrypted Aegis vault has no nonce and tag"
+    )
     sealed_db = _Sealed(
         ciphertext=_base64(db, what="the encrypted database"),
         nonce=_hex(params, "nonce", size=NONCE_BYTES, what="the database"),
@@ -158,7 +159,9 @@ def _decrypt(header: dict[str, object], db: str, *, password: str | None) -> dic
     password_slots = [
         _password_slot(slot, number=number)
         for number, slot in enumerate(slots, start=1)
-        if isinstance(slot, dict) and _is_int(slot.get("type")) and slot["type"] == PASSWORD_SLOT
+        if isinstance(slot, dict)
+        and _fields.is_int(slot.get("type"))
+        and slot["type"] == PASSWORD_SLOT
     ]
     if not password_slots:
         raise FormatError(
@@ -173,14 +176,14 @@ def _decrypt(header: dict[str, object], db: str, *, password: str | None) -> dic
         raise FormatError(
             "the Aegis vault is damaged: the password is right but the database fails its check"
         ) from None
-    return _object(load_json(plaintext, what="the decrypted Aegis database"), _NOT_A_DB)
+    return _fields.as_object(load_json(plaintext, what="the decrypted Aegis database"), _NOT_A_DB)
 
 
 def _password_slot(slot: dict[str, object], *, number: int) -> _PasswordSlot:
     where = f"key slot {number}"
-    n, r, p = (_whole(slot, name, where=where) for name in ("n", "r", "p"))
+    n, r, p = (_fields.whole(slot, name, where=where) for name in ("n", "r", "p"))
     check_scrypt_params(n=n, r=r, p=p)
-    key_params = _object(slot.get("key_params"), f"{where} has no key_params")
+    key_params = _fields.as_object(slot.get("key_params"), f"{where} has no key_params")
     return _PasswordSlot(
         salt=_hex(slot, "salt", size=None, what=where),
         n=n,
@@ -218,71 +221,49 @@ _NOT_A_DB = "the Aegis database is not a JSON object"
 
 def _read_db(content: dict[str, object]) -> ImportResult:
     version = content.get("version")
-    if not _is_int(version) or version not in DB_VERSIONS:
+    if not _fields.is_int(version) or version not in DB_VERSIONS:
         raise FormatError(
-            f"Aegis database version {_show(version)} is not supported (1 to {DB_VERSIONS[-1]})"
+            f"Aegis database version {_fields.show(version)} is not supported "
+            f"(1 to {DB_VERSIONS[-1]})"
         )
     entries = content.get("entries")
     if not isinstance(entries, list):
         raise FormatError("the Aegis database has no list of entries")
-    tokens: list[Token] = []
-    skipped: list[Skipped] = []
-    for number, raw in enumerate(entries, start=1):
-        outcome = _entry(raw, where=f"entry {number}")
-        if isinstance(outcome, Token):
-            tokens.append(outcome)
-        else:
-            skipped.append(outcome)
-    if not tokens and not skipped:
-        raise FormatError(f"no accounts found in {_WHAT}")
-    return ImportResult(format=NAME, tokens=tuple(tokens), skipped=tuple(skipped))
+    return _fields.collect(
+        (_entry(raw, where=f"entry {number}") for number, raw in enumerate(entries, start=1)),
+        format_name=NAME,
+        what=_WHAT,
+    )
 
 
 def _entry(raw: object, *, where: str) -> Token | Skipped:
-    entry = _object(raw, f"{where} is not a JSON object")
-    type_name = _text(entry, "type", where=where).lower()
-    issuer = _text(entry, "issuer", where=where)
-    account = _text(entry, "name", where=where)
-    label = _label(issuer, account)
+    entry = _fields.as_object(raw, f"{where} is not a JSON object")
+    type_name = _fields.text(entry, "type", where=where).lower()
+    issuer = _fields.text(entry, "issuer", where=where)
+    account = _fields.text(entry, "name", where=where)
+    label = _fields.label(issuer, account)
     if type_name in _UNSUPPORTED_TYPES:
         return Skipped(
             label=label, reason=f"{_UNSUPPORTED_TYPES[type_name]} tokens are not supported"
         )
     kind = _TYPES.get(type_name)
     if kind is None:
-        return Skipped(label=label, reason=f"unknown token type {_show(type_name)}")
-    info = _object(entry.get("info"), f"{where} has no info")
-    algorithm_name = _text(info, "algo", where=where).upper().replace("-", "") or "SHA1"
-    try:
-        algorithm = HashAlgorithm(algorithm_name)
-    except ValueError:
-        return Skipped(
-            label=label, reason=f"the {_show(algorithm_name)} algorithm is not supported"
-        )
-    try:
-        secret = b32decode(_text(info, "secret", where=where))
-    except OtpauthError as exc:
-        raise FormatError(f"{where}: {exc}") from None
-    period = _whole(info, "period", where=where, default=30)
-    note = _text(entry, "note", where=where)
-    try:
-        if kind is TokenKind.STEAM:
-            return Token.steam(secret=secret, issuer=issuer, account=account, note=note)
-        return Token(
-            kind=kind,
-            secret=secret,
-            issuer=issuer,
-            account=account,
-            algorithm=algorithm,
-            digits=_whole(info, "digits", where=where, default=6),
-            period=period if kind is TokenKind.TOTP else 30,
-            counter=_whole(info, "counter", where=where, default=0)
-            if kind is TokenKind.HOTP
-            else 0,
-            note=note,
-        )
-    except TokenError as exc:
-        raise FormatError(f"{where}: {exc}") from None
+        return Skipped(label=label, reason=f"unknown token type {_fields.show(type_name)}")
+    info = _fields.as_object(entry.get("info"), f"{where} has no info")
+    return _fields.make_token(
+        where=where,
+        kind=kind,
+        algorithm_name=_fields.text(info, "algo", where=where),
+        secret=_fields.text(info, "secret", where=where),
+        issuer=issuer,
+        account=account,
+        digits=_fields.whole(info, "digits", where=where, default=6),
+        period=_fields.whole(info, "period", where=where, default=30),
+        counter=_fields.whole(info, "counter", where=where, default=0)
+        if kind is TokenKind.HOTP
+        else 0,
+        note=_fields.text(entry, "note", where=where),
+    )
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -369,46 +350,6 @@ def _encode_entry(token: Token) -> dict[str, object]:
 
 
 # --- fields ---------------------------------------------------------------------------------
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _show(value: object) -> str:
-    """A value from the file for a one-line message: short, with control characters escaped."""
-    shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:39] + "…"
-
-
-def _label(issuer: str, account: str) -> str:
-    if issuer and account:
-        return f"{issuer}: {account}"
-    return issuer or account or "(unnamed)"
-
-
-def _object(value: object, message: str) -> dict[str, object]:
-    if not isinstance(value, dict):
-        raise FormatError(message)
-    return value
-
-
-def _text(fields: dict[str, object], key: str, *, where: str) -> str:
-    value = fields.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise FormatError(f"{where}: {key} must be text")
-    return value.strip()
-
-
-def _whole(fields: dict[str, object], key: str, *, where: str, default: int | None = None) -> int:
-    value = fields.get(key)
-    if value is None and default is not None:
-        return default
-    if not _is_int(value):
-        raise FormatError(f"{where}: {key} must be a whole number")
-    return value
 
 
 def _hex(fields: dict[str, object], key: str, *, size: int | None, what: str) -> bytes:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import TypeGuard
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -35,11 +34,10 @@ from sparekey.protocols.formats import (
     PasswordRequiredError,
     Skipped,
     WrongPasswordError,
+    _fields,
 )
 from sparekey.protocols.formats.otpauth_list import load_json
-from sparekey.protocols.otpauth import OtpauthError, b32decode
-from sparekey.protocols.rfc4226 import HashAlgorithm
-from sparekey.protocols.tokens import Token, TokenError, TokenKind
+from sparekey.protocols.tokens import Token, TokenKind
 
 __all__ = ["MAX_ITERATIONS", "NAME", "parse", "sniff", "sniff_encrypted"]
 
@@ -145,17 +143,11 @@ def _pbkdf2(password: bytes, *, salt: bytes, iterations: int) -> bytes:
 def _read_entries(document: object) -> ImportResult:
     if not isinstance(document, list):
         raise FormatError(f"{_WHAT} is not a JSON list of accounts")
-    tokens: list[Token] = []
-    skipped: list[Skipped] = []
-    for number, raw in enumerate(document, start=1):
-        outcome = _entry(raw, where=f"entry {number}")
-        if isinstance(outcome, Token):
-            tokens.append(outcome)
-        else:
-            skipped.append(outcome)
-    if not tokens and not skipped:
-        raise FormatError(f"no accounts found in {_WHAT}")
-    return ImportResult(format=NAME, tokens=tuple(tokens), skipped=tuple(skipped))
+    return _fields.collect(
+        (_entry(raw, where=f"entry {number}") for number, raw in enumerate(document, start=1)),
+        format_name=NAME,
+        what=_WHAT,
+    )
 
 
 def _split_label(label: str) -> tuple[str, str]:
@@ -175,80 +167,30 @@ def _split_label(label: str) -> tuple[str, str]:
 def _entry(raw: object, *, where: str) -> Token | Skipped:
     if not isinstance(raw, dict):
         raise FormatError(f"{where} is not a JSON object")
-    label = _text(raw, "label", where=where)
-    issuer = _text(raw, "issuer", where=where)
+    label = _fields.text(raw, "label", where=where)
+    issuer = _fields.text(raw, "issuer", where=where)
     account = label
     if not issuer:
         issuer, account = _split_label(label)
-    shown = _label(issuer, account)
-    type_name = _text(raw, "type", where=where).upper() or "TOTP"
+    shown = _fields.label(issuer, account)
+    type_name = _fields.text(raw, "type", where=where).upper() or "TOTP"
     if type_name in _UNSUPPORTED_TYPES:
         return Skipped(
             label=shown, reason=f"{_UNSUPPORTED_TYPES[type_name]} tokens are not supported"
         )
     kind = _TYPES.get(type_name)
     if kind is None:
-        return Skipped(label=shown, reason=f"unknown token type {_show(type_name)}")
-    algorithm_name = _text(raw, "algorithm", where=where).upper().replace("-", "") or "SHA1"
-    try:
-        algorithm = HashAlgorithm(algorithm_name)
-    except ValueError:
-        return Skipped(
-            label=shown, reason=f"the {_show(algorithm_name)} algorithm is not supported"
-        )
-    try:
-        secret = b32decode(_text(raw, "secret", where=where))
-    except OtpauthError as exc:
-        raise FormatError(f"{where}: {exc}") from None
-    period = _whole(raw, "period", where=where, default=30)
-    try:
-        if kind is TokenKind.STEAM:
-            return Token(
-                kind=kind, secret=secret, issuer=issuer, account=account, digits=5, period=period
-            )
-        return Token(
-            kind=kind,
-            secret=secret,
-            issuer=issuer,
-            account=account,
-            algorithm=algorithm,
-            digits=_whole(raw, "digits", where=where, default=6),
-            period=period if kind is TokenKind.TOTP else 30,
-            counter=_whole(raw, "counter", where=where, default=0) if kind is TokenKind.HOTP else 0,
-        )
-    except TokenError as exc:
-        raise FormatError(f"{where}: {exc}") from None
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _show(value: object) -> str:
-    """A value from the file for a one-line message: short, with control characters escaped."""
-    shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:39] + "…"
-
-
-def _label(issuer: str, account: str) -> str:
-    if issuer and account:
-        return f"{issuer}: {account}"
-    return issuer or account or "(unnamed)"
-
-
-def _text(fields: dict[str, object], key: str, *, where: str) -> str:
-    value = fields.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise FormatError(f"{where}: {key} must be text")
-    return value.strip()
-
-
-def _whole(fields: dict[str, object], key: str, *, where: str, default: int) -> int:
-    value = fields.get(key)
-    if value is None:
-        return default
-    if not _is_int(value):
-        raise FormatError(f"{where}: {key} must be a whole number")
-    return value
+        return Skipped(label=shown, reason=f"unknown token type {_fields.show(type_name)}")
+    return _fields.make_token(
+        where=where,
+        kind=kind,
+        algorithm_name=_fields.text(raw, "algorithm", where=where),
+        secret=_fields.text(raw, "secret", where=where),
+        issuer=issuer,
+        account=account,
+        digits=_fields.whole(raw, "digits", where=where, default=6),
+        period=_fields.whole(raw, "period", where=where, default=30),
+        counter=_fields.whole(raw, "counter", where=where, default=0)
+        if kind is TokenKind.HOTP
+        else 0,
+    )

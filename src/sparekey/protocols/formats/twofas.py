@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import TypeGuard
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -35,11 +34,10 @@ from sparekey.protocols.formats import (
     PasswordRequiredError,
     Skipped,
     WrongPasswordError,
+    _fields,
 )
 from sparekey.protocols.formats.otpauth_list import load_json
-from sparekey.protocols.otpauth import OtpauthError, b32decode
-from sparekey.protocols.rfc4226 import HashAlgorithm
-from sparekey.protocols.tokens import Token, TokenError, TokenKind
+from sparekey.protocols.tokens import Token, TokenKind
 
 __all__ = ["MAX_SCHEMA_VERSION", "NAME", "PBKDF2_ITERATIONS", "parse", "sniff"]
 
@@ -79,15 +77,15 @@ def parse(data: bytes, *, password: str | None = None) -> ImportResult:
     if not isinstance(document, dict):
         raise FormatError(f"{_WHAT} is not a JSON object")
     version = document.get("schemaVersion")
-    if not _is_int(version):
+    if not _fields.is_int(version):
         raise FormatError("not a 2FAS backup: it has no schemaVersion")
     if version > MAX_SCHEMA_VERSION:
         raise FormatError(
-            f"2FAS schema version {_show(version)} is newer than this version of Sparekey reads "
-            f"(1 to {MAX_SCHEMA_VERSION})"
+            f"2FAS schema version {_fields.show(version)} is newer than this version of "
+            f"Sparekey reads (1 to {MAX_SCHEMA_VERSION})"
         )
     if version < 1:
-        raise FormatError(f"2FAS schema version {_show(version)} does not exist")
+        raise FormatError(f"2FAS schema version {_fields.show(version)} does not exist")
     encrypted = document.get("servicesEncrypted")
     if encrypted is None or encrypted == "":
         services = document.get("services")
@@ -164,98 +162,36 @@ def _pbkdf2(password: bytes, *, salt: bytes) -> bytes:
 
 
 def _read_services(services: list[object]) -> ImportResult:
-    tokens: list[Token] = []
-    skipped: list[Skipped] = []
-    for number, raw in enumerate(services, start=1):
-        outcome = _service(raw, where=f"entry {number}")
-        if isinstance(outcome, Token):
-            tokens.append(outcome)
-        else:
-            skipped.append(outcome)
-    if not tokens and not skipped:
-        raise FormatError(f"no accounts found in {_WHAT}")
-    return ImportResult(format=NAME, tokens=tuple(tokens), skipped=tuple(skipped))
+    return _fields.collect(
+        (_service(raw, where=f"entry {number}") for number, raw in enumerate(services, start=1)),
+        format_name=NAME,
+        what=_WHAT,
+    )
 
 
 def _service(raw: object, *, where: str) -> Token | Skipped:
-    service = _object(raw, f"{where} is not a JSON object")
-    otp = _object(service.get("otp") or {}, f"{where}: otp is not a JSON object")
-    issuer = _text(otp, "issuer", where=where) or _text(service, "name", where=where)
-    account = _text(otp, "account", where=where)
+    service = _fields.as_object(raw, f"{where} is not a JSON object")
+    otp = _fields.as_object(service.get("otp") or {}, f"{where}: otp is not a JSON object")
+    issuer = _fields.text(otp, "issuer", where=where) or _fields.text(service, "name", where=where)
+    account = _fields.text(otp, "account", where=where)
     if not account:
-        label = _text(otp, "label", where=where)
+        label = _fields.text(otp, "label", where=where)
         account = label.removeprefix(f"{issuer}:").strip() if issuer else label
-    label = _label(issuer, account)
-    type_name = _text(otp, "tokenType", where=where).upper() or "TOTP"
+    label = _fields.label(issuer, account)
+    type_name = _fields.text(otp, "tokenType", where=where).upper() or "TOTP"
     kind = _TYPES.get(type_name)
     if kind is None:
-        return Skipped(label=label, reason=f"{_show(type_name)} tokens are not supported")
-    algorithm_name = _text(otp, "algorithm", where=where).upper().replace("-", "") or "SHA1"
-    try:
-        algorithm = HashAlgorithm(algorithm_name)
-    except ValueError:
-        return Skipped(
-            label=label, reason=f"the {_show(algorithm_name)} algorithm is not supported"
-        )
-    try:
-        secret = b32decode(_text(service, "secret", where=where))
-    except OtpauthError as exc:
-        raise FormatError(f"{where}: {exc}") from None
-    period = _whole(otp, "period", where=where, default=30)
-    try:
-        if kind is TokenKind.STEAM:
-            return Token(
-                kind=kind, secret=secret, issuer=issuer, account=account, digits=5, period=period
-            )
-        return Token(
-            kind=kind,
-            secret=secret,
-            issuer=issuer,
-            account=account,
-            algorithm=algorithm,
-            digits=_whole(otp, "digits", where=where, default=6),
-            period=period if kind is TokenKind.TOTP else 30,
-            counter=_whole(otp, "counter", where=where, default=0) if kind is TokenKind.HOTP else 0,
-        )
-    except TokenError as exc:
-        raise FormatError(f"{where}: {exc}") from None
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _show(value: object) -> str:
-    """A value from the file for a one-line message: short, with control characters escaped."""
-    shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:39] + "…"
-
-
-def _label(issuer: str, account: str) -> str:
-    if issuer and account:
-        return f"{issuer}: {account}"
-    return issuer or account or "(unnamed)"
-
-
-def _object(value: object, message: str) -> dict[str, object]:
-    if not isinstance(value, dict):
-        raise FormatError(message)
-    return value
-
-
-def _text(fields: dict[str, object], key: str, *, where: str) -> str:
-    value = fields.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise FormatError(f"{where}: {key} must be text")
-    return value.strip()
-
-
-def _whole(fields: dict[str, object], key: str, *, where: str, default: int) -> int:
-    value = fields.get(key)
-    if value is None:
-        return default
-    if not _is_int(value):
-        raise FormatError(f"{where}: {key} must be a whole number")
-    return value
+        return Skipped(label=label, reason=f"{_fields.show(type_name)} tokens are not supported")
+    return _fields.make_token(
+        where=where,
+        kind=kind,
+        algorithm_name=_fields.text(otp, "algorithm", where=where),
+        secret=_fields.text(service, "secret", where=where),
+        issuer=issuer,
+        account=account,
+        digits=_fields.whole(otp, "digits", where=where, default=6),
+        period=_fields.whole(otp, "period", where=where, default=30),
+        counter=_fields.whole(otp, "counter", where=where, default=0)
+        if kind is TokenKind.HOTP
+        else 0,
+    )
