@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -367,3 +368,55 @@ def test_the_installed_console_scripts_run(tmp_path: Path) -> None:
     assert without_tty.returncode == 1
     assert without_tty.stdout == ""
     assert "no command given" in without_tty.stderr
+
+
+def _talk(argv: list[str], env: dict[str, str], answers: list[tuple[str, str]]) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal, answering each prompt as a person would."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal is its stdin, stdout, stderr and /dev/tty
+        os.execve(argv[0], argv, env)  # noqa: S606 - our own console script
+    seen = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if pending and pending[0][0].encode() in seen:
+            os.write(fd, pending.pop(0)[1].encode() + b"\n")
+            seen += b"<answered>"
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+def test_on_a_terminal_the_password_is_asked_for_and_not_echoed(tmp_path: Path) -> None:
+    skauth = str(Path(sys.executable).parent / "skauth")
+    env = {k: v for k, v in os.environ.items() if k != "SPAREKEY_VAULT_PASSWORD"}
+    env["SPAREKEY_VAULT"] = str(tmp_path / "vault.json")
+    code, screen = _talk(
+        [skauth, "init", *LIGHT_ARGS],
+        env,
+        [("New vault password:", "typed secret"), ("New vault password (again):", "typed secret")],
+    )
+    assert code == 0, screen
+    assert "typed secret" not in screen
+    assert RECOVERY_KEY.search(screen.replace("\r", ""))
+    code, screen = _talk(
+        [skauth, "add", "--secret", b32encode(RFC_SHA1), "--issuer", "Typed"],
+        env,
+        [("Vault password:", "typed secret")],
+    )
+    assert code == 0, screen
+    code, screen = _talk([skauth, "list", "--json"], env, [("Vault password:", "wrong")])
+    assert code == 1
+    assert "the password does not open this vault" in screen

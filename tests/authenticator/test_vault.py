@@ -6,9 +6,12 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from keyrings.alt.file import PlaintextKeyring
 
 from sparekey.authenticator import core
@@ -25,6 +28,7 @@ from sparekey.protocols.otpauth import b32encode
 from sparekey.protocols.rfc4226 import HashAlgorithm, hotp
 from sparekey.protocols.tokens import Token, TokenKind
 from tests.authenticator.conftest import LIGHT, T0
+from tests.protocols.formats.peer import mutated as mutated_bytes
 
 SECRET = b"12345678901234567890"
 TOKENS = [
@@ -283,3 +287,51 @@ def test_find_entry_explains_ambiguity(tmp_path: Path) -> None:
         core.find_entry(vault, "nothing")
     entry = vault.entries[0]
     assert core.find_entry(vault, entry.id[:8]) == entry
+
+
+@pytest.fixture(scope="module")
+def sealed_document(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    store, vault, _ = _new_store(tmp_path_factory.mktemp("fuzz") / "vault.json")
+    return store.read(), vault.master_key
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_damaged_files_give_a_vault_error_and_nothing_else(
+    sealed_document: tuple[bytes, bytes], data: st.DataObject
+) -> None:
+    """Whatever the bytes, reading a vault raises a VaultError (one line) or opens it."""
+    document, master_key = sealed_document
+    mutated = data.draw(mutated_bytes(document))
+    _opens_or_says_why(
+        lambda: (Vault.decrypt(mutated, master_key=master_key), read_header(mutated))
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    field=st.sampled_from(["vault_id", "slots", "nonce", "data", "version", "format"]),
+    value=st.one_of(
+        st.none(),
+        st.integers(),
+        st.text(max_size=20),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    ),
+)
+def test_wrong_field_types_give_a_vault_error(
+    sealed_document: tuple[bytes, bytes], field: str, value: object
+) -> None:
+    document, master_key = sealed_document
+    edited = json.loads(document)
+    edited[field] = value
+    _opens_or_says_why(lambda: Vault.decrypt(json.dumps(edited).encode(), master_key=master_key))
+
+
+def _opens_or_says_why(read: Callable[[], object]) -> None:
+    message = ""
+    try:
+        read()
+    except VaultError as exc:
+        message = str(exc) or "(empty message)"
+    assert "\n" not in message

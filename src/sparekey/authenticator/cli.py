@@ -466,26 +466,33 @@ def import_files(
     for token, existing in outcome.duplicates:
         typer.echo(f"Duplicate, not added: {token.label} (already as {existing.label})", err=True)
     typer.echo(
-        f"Imported {len(outcome.added)} of {len(result.tokens)} accounts from a "
-        f"{result.format} export ({len(outcome.duplicates)} duplicates, "
-        f"{len(result.skipped)} skipped).",
+        f"Imported {len(outcome.added)} of {len(result.tokens)} accounts (format: "
+        f"{result.format}; {len(outcome.duplicates)} duplicates, {len(result.skipped)} skipped).",
         err=True,
     )
 
 
 @app.command()
-def tui(ctx: typer.Context) -> None:
+def tui(
+    ctx: typer.Context,
+    lock_after: Annotated[
+        float, typer.Option(help="Lock after this many seconds without input.", min=5)
+    ] = 120.0,
+    clear_after: Annotated[
+        float, typer.Option(help="Seconds before a copied code is cleared (0: never).", min=0)
+    ] = 30.0,
+) -> None:
     """Open the terminal UI: live codes, search as you type, Enter copies."""
-    _run_tui(_ctx(ctx))
+    _run_tui(_ctx(ctx), lock_after=lock_after, clear_after=clear_after)
 
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _run_tui(context: AppContext) -> None:
+def _run_tui(context: AppContext, *, lock_after: float = 120.0, clear_after: float = 30.0) -> None:
     from sparekey.authenticator.tui import run
 
-    run(context)
+    run(context, lock_after=lock_after, clear_after=clear_after)
 
 
 def _interactive() -> bool:

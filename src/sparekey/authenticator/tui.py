@@ -50,7 +50,7 @@ BAR_WIDTH = 10
 LOW_SECONDS = 5  # the bar turns red when a code has this little time left
 
 
-def run(context: AppContext) -> None:
+def run(context: AppContext, *, lock_after: float = 120.0, clear_after: float = 30.0) -> None:
     """Start the UI on the context's vault, already unlocked when a password file, the password
     variable, a recovery key file or the keyring opens it (never prompting on the terminal)."""
     from sparekey.authenticator.cli import PASSWORD_ENV
@@ -70,7 +70,14 @@ def run(context: AppContext) -> None:
             vault = core.unlock(store, context.credentials())
         except VaultError as exc:
             message = _sentence(exc) if explicit else ""
-    AuthenticatorApp(store=store, clock=context.clock, vault=vault, lock_message=message).run()
+    AuthenticatorApp(
+        store=store,
+        clock=context.clock,
+        vault=vault,
+        lock_message=message,
+        idle_lock_seconds=lock_after,
+        clear_after=clear_after,
+    ).run()
 
 
 def system_copy(*, clear_after: float) -> Callable[[str], None]:
