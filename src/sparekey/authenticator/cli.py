@@ -421,7 +421,7 @@ def remove(
             raise VaultError("removing needs --yes when there is no terminal to ask on")
         if not typer.confirm(f"Remove {entry.label}?", err=True):
             raise VaultError("nothing removed")
-    core.update(context.store, vault, lambda fresh: fresh.remove(entry.id))
+    core.update(context.store, vault, lambda fresh: fresh.remove(entry.id, now=context.clock()))
     typer.echo(f"Removed {entry.label}.", err=True)
 
 

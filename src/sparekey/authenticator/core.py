@@ -118,6 +118,7 @@ def update(store: VaultStore, vault: Vault, change: Callable[[Vault], object]) -
         change(fresh)
         store.write(fresh)
     vault.entries, vault.slots, vault.revision = fresh.entries, fresh.slots, fresh.revision
+    vault.removed, vault.sync = fresh.removed, fresh.sync
     return fresh
 
 

@@ -160,6 +160,8 @@ class Vault:
     slots: list[_Slot]
     entries: list[Entry] = field(default_factory=list)
     revision: int = 0
+    removed: dict[str, float] = field(default_factory=dict)  # entry id -> when it was removed
+    sync: dict[str, Any] = field(default_factory=dict)  # where backups go, and the last seen
 
     # creation and unlocking ----------------------------------------------------------------
 
@@ -209,7 +211,7 @@ class Vault:
             plaintext = AESGCM(master_key).decrypt(
                 _unb64(header["nonce"]), _unb64(header["data"]), _data_aad(vault_id)
             )
-        except InvalidTag as exc:
+        except (InvalidTag, ValueError) as exc:  # ValueError: a nonce of an impossible size
             raise VaultCorruptError(
                 "the vault's contents do not authenticate (damaged or altered)"
             ) from exc
@@ -217,7 +219,9 @@ class Vault:
             body = json.loads(plaintext)
             entries = [_entry_from_json(raw) for raw in body["entries"]]
             revision = int(body["revision"])
-        except (ValueError, KeyError, TypeError, TokenError, OtpauthError) as exc:
+            removed = {str(k): float(v) for k, v in body.get("removed", {}).items()}
+            sync = dict(body.get("sync", {}))
+        except (ValueError, KeyError, TypeError, AttributeError, TokenError, OtpauthError) as exc:
             raise VaultCorruptError("the vault's contents are not readable") from exc
         return cls(
             vault_id=vault_id,
@@ -225,6 +229,8 @@ class Vault:
             slots=[_parse_slot(raw) for raw in header["slots"]],
             entries=entries,
             revision=revision,
+            removed=removed,
+            sync=sync,
         )
 
     # slots ---------------------------------------------------------------------------------
@@ -302,11 +308,42 @@ class Vault:
                 return updated
         raise VaultError("that entry is no longer in the vault")
 
-    def remove(self, entry_id: str) -> None:
+    def remove(self, entry_id: str, *, now: float) -> None:
         before = len(self.entries)
         self.entries = [e for e in self.entries if e.id != entry_id]
         if len(self.entries) == before:
             raise VaultError("that entry is no longer in the vault")
+        self.removed[entry_id] = now  # so a merge with an older copy does not bring it back
+
+    def merge(self, other: Vault) -> int:
+        """Take in another copy of this vault (a backup pushed from another computer): entries
+        from either side, the later edit of an entry edited on both, the higher HOTP counter,
+        removals from either side. Returns how many entries changed here."""
+        if other.vault_id != self.vault_id:
+            raise VaultError("that backup is of another vault")
+        removed = dict(self.removed)
+        for entry_id, when in other.removed.items():
+            removed[entry_id] = max(when, removed.get(entry_id, when))
+        mine = {e.id: e for e in self.entries}
+        merged: dict[str, Entry] = dict(mine)
+        for theirs in other.entries:
+            ours = mine.get(theirs.id)
+            if ours is None:
+                merged[theirs.id] = theirs
+                continue
+            newer = theirs if theirs.updated_at > ours.updated_at else ours
+            if newer.token.kind is TokenKind.HOTP:
+                counter = max(ours.token.counter, theirs.token.counter)
+                newer = replace(newer, token=replace(newer.token, counter=counter))
+            merged[theirs.id] = newer
+        kept = [e for e in merged.values() if removed.get(e.id, float("-inf")) < e.updated_at]
+        order = {e.id: i for i, e in enumerate(self.entries)}
+        kept.sort(key=lambda e: (order.get(e.id, len(order)), e.created_at))
+        changed = sum(1 for e in kept if mine.get(e.id) != e) + sum(
+            1 for e in self.entries if e.id not in {k.id for k in kept}
+        )
+        self.entries, self.removed = kept, removed
+        return changed
 
     def entry(self, entry_id: str) -> Entry | None:
         return next((e for e in self.entries if e.id == entry_id), None)
@@ -316,7 +353,12 @@ class Vault:
     def to_document(self) -> bytes:
         """The file's bytes, with the entries encrypted under a fresh nonce."""
         self.revision += 1
-        body = {"revision": self.revision, "entries": [_entry_to_json(e) for e in self.entries]}
+        body = {
+            "revision": self.revision,
+            "entries": [_entry_to_json(e) for e in self.entries],
+            "removed": self.removed,
+            "sync": self.sync,
+        }
         nonce = os.urandom(_NONCE)
         data = AESGCM(self.master_key).encrypt(
             nonce, json.dumps(body, separators=(",", ":")).encode(), _data_aad(self.vault_id)
