@@ -49,9 +49,9 @@ def vault_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "vault.json"
 
 
-@pytest.fixture
-def run(vault_path: Path, clock: Clock) -> Run:
-    """``run(*args, env=..., input=...)``: the command line as a user runs it, in-process."""
+def runner_for(vault_path: Path, clock: Clock) -> Run:
+    """``run(*args, env=..., input=...)``: the command line as a user runs it, in-process, on
+    the vault at ``vault_path`` (a computer of its own)."""
 
     def invoke(
         *args: str, env: dict[str, str | None] | None = None, input: str | None = None
@@ -74,6 +74,11 @@ def run(vault_path: Path, clock: Clock) -> Run:
             return Result(code, out.getvalue().decode(), err.getvalue().decode())
 
     return invoke
+
+
+@pytest.fixture
+def run(vault_path: Path, clock: Clock) -> Run:
+    return runner_for(vault_path, clock)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,32 @@ def _opens_or_says_why(read: Callable[[], object]) -> None:
     except VaultError as exc:
         message = str(exc) or "(empty message)"
     assert "\n" not in message
+
+
+def test_merge_takes_entries_edits_counters_and_removals_from_both_sides(tmp_path: Path) -> None:
+    store, vault, _ = _new_store(tmp_path / "vault.json")
+    other = Vault.unlock(store.read(), password="correct horse")  # the same vault, elsewhere
+    totp, bank, steam = (e.id for e in vault.entries)
+    # here: rename the TOTP entry late, remove the Steam entry
+    vault.replace_token(totp, replace(TOKENS[0], account="renamed here"), now=T0 + 20)
+    vault.remove(steam, now=T0 + 20)
+    # there: rename the TOTP entry earlier, spend two HOTP codes, add an entry
+    other.replace_token(totp, replace(TOKENS[0], account="renamed there"), now=T0 + 10)
+    other.replace_token(bank, replace(TOKENS[1], counter=43), now=T0 + 10)
+    added = other.add(Token(kind=TokenKind.TOTP, secret=b"added elsewhere!"), now=T0 + 10)
+    changed = vault.merge(other)
+    by_id = {e.id: e for e in vault.entries}
+    assert set(by_id) == {totp, bank, added.id}
+    assert by_id[totp].token.account == "renamed here"  # the later edit
+    assert by_id[bank].token.counter == 43  # the higher counter: no code shown twice
+    assert changed == 2
+    # and the removal wins over the other side's older copy, merged the other way too
+    other.merge(vault)
+    assert {e.id for e in other.entries} == {totp, bank, added.id}
+
+
+def test_merge_refuses_another_vault(tmp_path: Path) -> None:
+    _, first, _ = _new_store(tmp_path / "a.json")
+    _, second, _ = _new_store(tmp_path / "b.json")
+    with pytest.raises(VaultError, match="another vault"):
+        first.merge(second)

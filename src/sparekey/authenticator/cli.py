@@ -682,3 +682,8 @@ def main(argv: list[str] | None = None, *, obj: AppContext | None = None) -> Non
         _fail(str(exc))
     if isinstance(status, int) and status != 0:
         raise SystemExit(status)
+
+
+from sparekey.authenticator import cli_backup  # noqa: E402 - registered after the app exists
+
+app.add_typer(cli_backup.backup_app, name="backup")
