@@ -687,3 +687,7 @@ def main(argv: list[str] | None = None, *, obj: AppContext | None = None) -> Non
 from sparekey.authenticator import cli_backup  # noqa: E402 - registered after the app exists
 
 app.add_typer(cli_backup.backup_app, name="backup")
+
+from sparekey.authenticator import cli_export  # noqa: E402 - registered after the app exists
+
+app.command("export")(cli_export.export)

@@ -5,21 +5,31 @@ text files of ``otpauth://`` or ``otpauth-migration://`` URIs, and images of QR 
 decoded to their text first. Google Authenticator exports may span several QR codes (a batch):
 every Google part given in one call is combined, and a missing part is reported by number. Other
 files are read one by one, each in its own format (named, or detected from its content).
+A Sparekey backup (``export sparekey``: a vault file, ``sparekey``) opens with the vault's password
+or its recovery key, either given as the import password.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from sparekey.authenticator.qr import is_image, read_qr_texts
+from sparekey.authenticator.vault import FORMAT as VAULT_FORMAT
+from sparekey.authenticator.vault import (
+    Vault,
+    VaultError,
+    WrongCredentialError,
+)
 from sparekey.protocols.formats import (
     FormatError,
     ImportResult,
     PasswordRequiredError,
     Skipped,
+    WrongPasswordError,
     aegis,
     andotp,
     bitwarden,
@@ -46,8 +56,40 @@ def _format(module: ModuleType) -> _Format:
     return _Format(module.NAME, module.sniff, module.parse)
 
 
+SPAREKEY = "sparekey"
+
+
+def _sniff_sparekey(data: bytes) -> bool:
+    if VAULT_FORMAT.encode() not in data[: 64 * 1024]:
+        return False
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and document.get("format") == VAULT_FORMAT
+
+
+def _parse_sparekey(data: bytes, *, password: str | None = None) -> ImportResult:
+    """The accounts of a Sparekey vault file, opened with its password or recovery key."""
+    if password is None:
+        raise PasswordRequiredError("this Sparekey backup is encrypted: its password is needed")
+    try:
+        try:  # the recovery key first: it costs no Argon2id run when the text is not one
+            opened = Vault.unlock(data, recovery_key=password)
+        except WrongCredentialError:
+            opened = Vault.unlock(data, password=password)
+    except WrongCredentialError:
+        raise WrongPasswordError(
+            "the password (or recovery key) does not open this Sparekey backup"
+        ) from None
+    except VaultError as exc:  # damaged or altered
+        raise FormatError(f"this Sparekey backup cannot be read: {exc}") from exc
+    return ImportResult(format=SPAREKEY, tokens=tuple(entry.token for entry in opened.entries))
+
+
 # Most specific first: auto-detection takes the first whose sniff() says yes.
 _FORMATS: tuple[_Format, ...] = (
+    _Format(SPAREKEY, _sniff_sparekey, _parse_sparekey),
     _format(aegis),
     _format(twofas),
     _format(andotp),
