@@ -25,6 +25,7 @@ from sparekey.services.api_keys import ApiKeyService
 from sparekey.services.assurance import AssuranceService
 from sparekey.services.audit import Auditor
 from sparekey.services.backup_codes import BackupCodeService
+from sparekey.services.device_tokens import DeviceTokenService
 from sparekey.services.factors import FactorService
 from sparekey.services.keys import KeyManager
 from sparekey.services.notifications import (
@@ -42,6 +43,7 @@ from sparekey.services.recovery import RecoveryPolicy, RecoveryService
 from sparekey.services.sessions import SessionPolicy, SessionService
 from sparekey.services.throttle import Throttle, ThrottlePolicy
 from sparekey.services.users import UserService
+from sparekey.services.vault_backups import VaultBackupService
 from sparekey.services.verification import VerificationService
 from sparekey.services.webauthn import AuthenticatorDirectory, WebAuthnPolicy, WebAuthnService
 from sparekey.settings import Settings, SettingsError
@@ -177,6 +179,17 @@ class Sparekey:
                 lifetime=timedelta(seconds=settings.web_session_max_seconds),
                 link_ttl=timedelta(seconds=settings.portal_link_seconds),
             ),
+        )
+
+        self.device_tokens = DeviceTokenService(
+            db=db, keyring=keyring, clock=clock, auditor=self.audit, assurance=self.assurance
+        )
+        self.vault_backups = VaultBackupService(
+            db=db,
+            clock=clock,
+            auditor=self.audit,
+            max_bytes=settings.vault_backup_max_bytes,
+            keep=settings.vault_backup_keep,
         )
 
     def _signed_in(self, unit: Unit, user_id: str, caller: Caller) -> None:

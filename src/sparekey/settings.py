@@ -120,6 +120,15 @@ class Settings(BaseSettings):
         default=43_200, ge=300, le=7 * 86_400, description="and this long after it began"
     )
     portal_link_seconds: int = Field(default=300, ge=30, le=3600, description="portal links")
+    vault_backup_max_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="the largest desktop vault backup accepted (larger: 413)",
+    )
+    vault_backup_keep: int = Field(
+        default=10, ge=1, le=1000, description="vault backup versions kept per user (newest)"
+    )
     forwarded_allow_ips: str = Field(
         default="127.0.0.1",
         description="proxies trusted for X-Forwarded-For/-Proto (comma-separated, or *)",

@@ -236,13 +236,13 @@ def _tamper(server: Server, *, keep_checksum: bool) -> None:
     """Change the stored backup as someone with the server's database would."""
     database = next(server.data_dir.rglob("*.db"))
     with sqlite3.connect(database) as db:
-        (blob,) = db.execute("SELECT data FROM vault_backups ORDER BY version DESC").fetchone()
+        (blob,) = db.execute("SELECT content FROM vault_backups ORDER BY version DESC").fetchone()
         document = json.loads(blob)
         raw = bytearray(document["data"].encode())
         raw[40] = ord("A") if raw[40] != ord("A") else ord("B")
         document["data"] = raw.decode()
         changed = json.dumps(document).encode()
-        db.execute("UPDATE vault_backups SET data = ?", (changed,))
+        db.execute("UPDATE vault_backups SET content = ?", (changed,))
         if keep_checksum:
             import hashlib
 

@@ -316,3 +316,59 @@ def test_the_step_up_kept_with_a_session_is_sealed_at_rest(
     made = browser.post("/portal/backup-codes", data={"csrf_token": token}, follow_redirects=False)
     assert made.status_code == 200, made.headers.get("location")
     assert len(re.findall(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}\b", made.text)) >= 10
+
+
+def test_the_desktop_authenticator_page_makes_a_token_after_a_step_up_and_revokes_it(
+    client: TestClient, browser: TestClient, alice: dict[str, Any], clock: FixedClock
+) -> None:
+    token = sign_in(client, browser)
+    assert 'href="/portal/device-tokens"' in browser.get("/portal").text
+    empty = browser.get("/portal/device-tokens")
+    assert empty.status_code == 200
+    assert "No computer is set up yet" in empty.text
+    refused = browser.post("/portal/device-tokens", data={"name": "Laptop"})
+    assert refused.status_code == 403  # no CSRF token
+
+    asked = browser.post(
+        "/portal/device-tokens",
+        data={"csrf_token": token, "name": "Laptop"},
+        follow_redirects=False,
+    )
+    assert asked.status_code == 303
+    assert asked.headers["location"] == "/portal/step-up?next=/portal/device-tokens"
+    clock.advance(30)
+    code = totp_code(str(alice["secret"]), clock.now())
+    browser.post(
+        "/portal/step-up",
+        data={"csrf_token": token, "code": code, "next": "/portal/device-tokens"},
+    )
+    nameless = browser.post("/portal/device-tokens", data={"csrf_token": token, "name": ""})
+    assert nameless.status_code == 422
+    assert "Enter a name" in nameless.text
+
+    made = browser.post("/portal/device-tokens", data={"csrf_token": token, "name": "Laptop"})
+    assert made.status_code == 200
+    assert made.headers["cache-control"] == "no-store"
+    shown = re.findall(r"skd_[A-Za-z0-9_-]{43}", made.text)
+    assert len(set(shown)) == 1
+    device_token = shown[0]
+    hint = "skauth backup restore --server http://localhost:8000 --user alice --token-file FILE"
+    assert hint in made.text
+    backups = "/v1/users/alice/vault-backups"
+    desktop = {"Authorization": f"Bearer {device_token}"}
+    assert client.get(backups, headers=desktop).status_code == 200
+
+    listed = browser.get("/portal/device-tokens")
+    assert "Laptop" in listed.text
+    assert device_token not in listed.text, "shown once"
+    token_id = re.search(r"/portal/device-tokens/(dtk_[a-z2-7]+)/revoke", listed.text)
+    assert token_id
+    revoked = browser.post(
+        f"/portal/device-tokens/{token_id.group(1)}/revoke", data={"csrf_token": token}
+    )
+    assert "can no longer store or fetch backups" in revoked.text
+    assert "Revoked" in revoked.text
+    assert client.get(backups, headers=desktop).status_code == 401
+    activity = browser.get("/portal/activity").text
+    assert "Connected a desktop authenticator" in activity
+    assert "Revoked a desktop authenticator" in activity

@@ -17,12 +17,14 @@ from sparekey.api.metrics import Metrics
 from sparekey.api.problems import PROBLEMS, ProblemModel, problem_response, to_problem
 from sparekey.api.routers import (
     audit,
+    device_tokens,
     factors,
     portal_links,
     readiness,
     recovery,
     system,
     users,
+    vault_backups,
     verify,
     webauthn,
 )
@@ -62,7 +64,19 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
     )
     api.state.sparekey = app
     api.state.metrics = metrics or Metrics()
-    routers = (verify, users, factors, webauthn, readiness, recovery, audit, portal_links, system)
+    routers = (
+        verify,
+        users,
+        factors,
+        webauthn,
+        readiness,
+        recovery,
+        audit,
+        portal_links,
+        device_tokens,
+        vault_backups,
+        system,
+    )
     for router in (module.router for module in routers):
         api.include_router(router)
     for fast in (verify.fast_route, webauthn.fast_route):  # the hot paths skip FastAPI's machinery

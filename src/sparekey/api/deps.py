@@ -1,4 +1,5 @@
-"""Request dependencies: the wired application and the API key with its scope check."""
+"""Request dependencies: the wired application, the API key with its scope check, and the
+device token of the vault-backup endpoints (a credential of its own kind)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sparekey.api.metrics import Metrics
-from sparekey.api.schemas import RequestContext
+from sparekey.api.schemas import RequestContext, UserIdPath
 from sparekey.domain.errors import AuthenticationError, PermissionDeniedError
-from sparekey.domain.models import ApiKey, Caller, OperatorRole, Scope
+from sparekey.domain.models import ApiKey, Caller, DeviceToken, OperatorRole, Scope
 from sparekey.runtime import Sparekey
 
 __all__ = [
@@ -20,15 +21,23 @@ __all__ = [
     "AdminKey",
     "App",
     "AppMetrics",
+    "CurrentDeviceToken",
     "ManageKey",
     "authorize",
     "bearer_token",
     "caller_of",
+    "device_caller",
     "get_app",
     "require",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
+_device_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="DeviceToken",
+    description="A device token of this user, for its vault backups only: "
+    "`Authorization: Bearer skd_...`",
+)
 
 
 async def get_app(request: Request) -> Sparekey:
@@ -107,3 +116,35 @@ def caller_of(key: ApiKey, context: RequestContext | None) -> Caller:
             user_agent=user_agent,
         )
     return Caller(type="api_key", id=key.id, ip=ip, user_agent=user_agent)
+
+
+def device_token(
+    user_id: UserIdPath,
+    app: App,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
+) -> DeviceToken:
+    """The live device token of ``user_id`` behind the bearer token (read from the database on
+    every request, so a revocation holds at once everywhere). A plain function: FastAPI runs it
+    in a worker thread."""
+    token = credentials.credentials if credentials else None
+    if not token:
+        raise AuthenticationError(
+            "send a device token of this user as `Authorization: Bearer skd_...`"
+        )
+    return app.device_tokens.authenticate(token, user_id=user_id)
+
+
+CurrentDeviceToken = Annotated[DeviceToken, Depends(device_token)]
+
+
+def device_caller(token: DeviceToken, request: Request) -> Caller:
+    """A desktop authenticator as the audit log records it: its token, and the address and user
+    agent it connected with (the desktop talks to Sparekey directly, not through an app)."""
+    client = request.client.host if request.client else None
+    agent = request.headers.get("user-agent")
+    return Caller(
+        type="device_token",
+        id=token.id,
+        ip=client[:64] if client else None,
+        user_agent=agent[:400] if agent else None,
+    )

@@ -37,10 +37,16 @@ _TYPES = [
         "unauthorized",
         401,
         "Not authenticated",
-        "Send a live API key as `Authorization: Bearer sk_...`.",
+        "Send a live API key as `Authorization: Bearer sk_...`; on vault backups, a live device "
+        "token of the user instead (`Authorization: Bearer skd_...`; an API key is refused there, "
+        "and a device token everywhere else).",
     ),
     ProblemType(
-        "forbidden", 403, "Not allowed", "The API key lacks the scope this operation needs."
+        "forbidden",
+        403,
+        "Not allowed",
+        "The API key lacks the scope this operation needs, or the device token belongs to "
+        "another user.",
     ),
     ProblemType(
         "assurance-required",
@@ -59,6 +65,19 @@ _TYPES = [
         "factor-not-found", 404, "Factor not found", "This user has no factor with this id."
     ),
     ProblemType("api-key-not-found", 404, "API key not found", "No API key has this id."),
+    ProblemType(
+        "device-token-not-found",
+        404,
+        "Device token not found",
+        "This user has no device token with this id.",
+    ),
+    ProblemType(
+        "vault-backup-not-found",
+        404,
+        "Vault backup not found",
+        "This user has no vault backup yet, or none of this version (only the newest few are "
+        "kept).",
+    ),
     ProblemType(
         "method-not-allowed",
         405,
@@ -108,10 +127,26 @@ _TYPES = [
     ProblemType("case-not-found", 404, "Recovery case not found", "No recovery case has this id."),
     ProblemType("conflict", 409, "Conflict", "The request conflicts with the current state."),
     ProblemType(
+        "precondition-failed",
+        412,
+        "Precondition failed",
+        "The latest vault backup is not the one `If-Match` named (another computer stored one "
+        "first), or a backup exists although `If-None-Match: *` said there was none. The `ETag` "
+        "header names the latest; fetch it, merge, and retry with that ETag in `If-Match`.",
+    ),
+    ProblemType(
+        "vault-backup-too-large",
+        413,
+        "Vault backup too large",
+        "The body is larger than this server accepts for a vault backup "
+        "(`vault_backup_max_bytes`, 1 MiB by default).",
+    ),
+    ProblemType(
         "unsupported-media-type",
         415,
         "Unsupported media type",
-        "Send the body as application/json.",
+        "Send the body as the operation documents it: application/json, or "
+        "application/octet-stream for a vault backup.",
     ),
     ProblemType(
         "invalid-input",
@@ -132,6 +167,13 @@ _TYPES = [
         "The security key's registration response was not accepted: a wrong origin or relying "
         "party, an expired or reused challenge, a bad signature or attestation, or an "
         "authenticator this deployment's policy does not allow. `detail` says which.",
+    ),
+    ProblemType(
+        "precondition-required",
+        428,
+        "Precondition required",
+        "A vault backup is stored only on a condition: send `If-Match` with the ETag of the "
+        "latest backup, or `If-None-Match: *` for the first one.",
     ),
     ProblemType(
         "too-many-attempts",
@@ -214,6 +256,8 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.UserNotFoundError, "user-not-found"),
     (errors.FactorNotFoundError, "factor-not-found"),
     (errors.ApiKeyNotFoundError, "api-key-not-found"),
+    (errors.DeviceTokenNotFoundError, "device-token-not-found"),
+    (errors.VaultBackupNotFoundError, "vault-backup-not-found"),
     (errors.CaseNotFoundError, "case-not-found"),
     (errors.NotFoundError, "not-found"),
     (errors.UserExistsError, "user-exists"),
@@ -223,6 +267,9 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.FactorStateError, "factor-state"),
     (errors.LastFactorError, "last-factor"),
     (errors.RecoveryStateError, "recovery-state"),
+    (errors.PreconditionFailedError, "precondition-failed"),
+    (errors.PreconditionRequiredError, "precondition-required"),
+    (errors.VaultBackupTooLargeError, "vault-backup-too-large"),
     (errors.ConflictError, "conflict"),
     (errors.CodeRejectedError, "code-rejected"),
     (errors.CredentialRejectedError, "credential-rejected"),
@@ -243,6 +290,8 @@ def to_problem(error: errors.SparekeyError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if slug == "unauthorized" else None
     if isinstance(error, errors.ThrottledError | errors.RateLimitedError) and error.retry_after:
         headers = {"Retry-After": str(error.retry_after)}
+    if isinstance(error, errors.PreconditionFailedError) and error.current_etag:
+        headers = {"ETag": error.current_etag}
     field_errors = None
     if isinstance(error, errors.InvalidInputError) and error.field:
         field_errors = [{"field": error.field, "message": error.detail}]

@@ -11,7 +11,14 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from webauthn.helpers import bytes_to_base64url
 
-from sparekey.domain.models import AuditRecord, Factor, RecoveryCase, User
+from sparekey.domain.models import (
+    AuditRecord,
+    DeviceToken,
+    Factor,
+    RecoveryCase,
+    User,
+    VaultBackup,
+)
 from sparekey.domain.readiness import OrgReadiness, UserReadiness
 
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=:~-]{0,127}$"
@@ -222,6 +229,88 @@ class PortalLinkOut(BaseModel):
         "their security page, signed in"
     )
     expires_at: datetime
+
+
+# -- device tokens and vault backups of the desktop authenticator ---------------------------------
+
+DeviceTokenIdPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A device token id (dtk_...)")
+]
+VersionPath = Annotated[
+    int, Path(ge=1, le=2_147_483_647, description="A backup version (1, 2, 3 ...)")
+]
+
+
+class DeviceTokenCreate(Body):
+    name: Annotated[
+        SafeText,
+        Field(
+            min_length=1, max_length=64, description="Which computer holds it", examples=["Laptop"]
+        ),
+    ]
+
+
+class DeviceTokenOut(BaseModel):
+    id: str = Field(examples=["dtk_4p2xq7kfa3m5w6yz"])
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="To the minute; null if never used")
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, token: DeviceToken) -> DeviceTokenOut:
+        return cls(
+            id=token.id,
+            name=token.name,
+            created_at=token.created_at,
+            last_used_at=token.last_used_at,
+            revoked_at=token.revoked_at,
+        )
+
+
+class NewDeviceTokenOut(BaseModel):
+    id: str
+    name: str
+    token: str = Field(
+        description="`skd_...`: shown once; the desktop authenticator sends it as "
+        "`Authorization: Bearer` to this user's vault backups (and nowhere else)"
+    )
+    created_at: datetime
+
+
+class DeviceTokenList(BaseModel):
+    device_tokens: list[DeviceTokenOut] = Field(description="Revoked ones too, oldest first")
+
+
+class VaultBackupStored(BaseModel):
+    version: int
+    size: int = Field(description="Bytes")
+    sha256: str = Field(description="Hex SHA-256 of the bytes as stored")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, backup: VaultBackup) -> VaultBackupStored:
+        return cls(
+            version=backup.version,
+            size=backup.size,
+            sha256=backup.sha256,
+            created_at=backup.created_at,
+        )
+
+
+class VaultBackupOut(VaultBackupStored):
+    device_token_id: str | None = Field(description="The device token that stored it")
+
+    @classmethod
+    def of(cls, backup: VaultBackup) -> VaultBackupOut:
+        return cls(
+            **VaultBackupStored.of(backup).model_dump(), device_token_id=backup.device_token_id
+        )
+
+
+class VaultBackupList(BaseModel):
+    backups: list[VaultBackupOut] = Field(description="The versions kept, newest first")
+    latest: int | None = Field(description="The newest version; null if there is none")
 
 
 class BackupCodesOut(BaseModel):

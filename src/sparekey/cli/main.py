@@ -21,6 +21,7 @@ import typer
 
 from sparekey.cli.backup import backup_app
 from sparekey.cli.common import OPERATOR, DataDir, fail, friendly_errors, open_sparekey
+from sparekey.cli.device_tokens import device_token_app
 from sparekey.cli.keys import keys_app
 from sparekey.cli.readiness import readiness
 from sparekey.cli.recovery import admin_app, recovery_app
@@ -45,6 +46,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(backup_app, name="backup")
 app.add_typer(admin_app, name="admin")
 app.add_typer(recovery_app, name="recovery")
+app.add_typer(device_token_app, name="device-token")
 app.command("readiness")(readiness)
 
 

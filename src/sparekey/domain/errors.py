@@ -6,18 +6,23 @@
      ├── NotFoundError
      │    ├── UserNotFoundError
      │    ├── FactorNotFoundError
-     │    └── ApiKeyNotFoundError
+     │    ├── ApiKeyNotFoundError
+     │    ├── DeviceTokenNotFoundError
+     │    └── VaultBackupNotFoundError
      ├── ConflictError
      │    ├── UserExistsError
      │    ├── FactorStateError          (confirming an active factor, resyncing a pending one ...)
      │    ├── FactorExpiredError        (a pending factor not confirmed in time)
-     │    └── LastFactorError           (removing the last active factor or security key)
+     │    ├── LastFactorError           (removing the last active factor or security key)
+     │    └── PreconditionFailedError   (If-Match / If-None-Match did not hold; the current ETag)
+     ├── PreconditionRequiredError      (a conditional write sent without its condition)
+     ├── VaultBackupTooLargeError       (a body over vault_backup_max_bytes; carries the limit)
      ├── InvalidInputError              (carries the field and why)
      │    └── CodeRejectedError         (a confirmation or resync code that did not match)
      ├── ThrottledError                 (guessable codes locked for a while; carries retry_after)
      │    └── FactorsSuspendedError     (guessable codes off until a non-guessable success)
      ├── RateLimitedError               (too many requests from one IP or API key)
- │    └── DrillLimitedError         (too many backup-code checks for one user)
+     │    └── DrillLimitedError         (too many backup-code checks for one user)
      ├── BackupError                    (a backup that cannot be made, opened or restored here)
      │    └── BackupDamagedError        (truncated, modified, or not a Sparekey backup at all)
      └── AuthError
@@ -58,8 +63,40 @@ class ApiKeyNotFoundError(NotFoundError):
         super().__init__(f"no API key with id {key_id!r}")
 
 
+class DeviceTokenNotFoundError(NotFoundError):
+    def __init__(self, token_id: str) -> None:
+        super().__init__(f"no device token with id {token_id!r} for this user")
+
+
+class VaultBackupNotFoundError(NotFoundError):
+    def __init__(self, version: int | None = None) -> None:
+        if version is None:
+            super().__init__("this user has no vault backup yet")
+        else:
+            super().__init__(f"this user has no vault backup version {version} (never, or pruned)")
+
+
 class ConflictError(SparekeyError):
     pass
+
+
+class PreconditionFailedError(ConflictError):
+    """A conditional write whose condition does not hold (someone else wrote first);
+    ``current_etag`` is the entity tag of what is there now (None: nothing yet)."""
+
+    def __init__(self, detail: str, *, current_etag: str | None) -> None:
+        super().__init__(detail)
+        self.current_etag = current_etag
+
+
+class PreconditionRequiredError(SparekeyError):
+    """A write that must be conditional (``If-Match`` or ``If-None-Match: *``) came without it."""
+
+
+class VaultBackupTooLargeError(SparekeyError):
+    def __init__(self, detail: str, *, limit: int) -> None:
+        super().__init__(detail)
+        self.limit = limit
 
 
 class UserExistsError(ConflictError):

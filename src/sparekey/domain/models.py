@@ -123,6 +123,48 @@ class NewApiKey:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeviceToken:
+    """A desktop authenticator's credential: good for one user's vault backups and nothing else
+    (never where an API key is asked for). Its secret is never kept, only a keyed hash of it."""
+
+    id: str
+    user_id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None  # to the minute: refreshed at most once a minute
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewDeviceToken:
+    device_token: DeviceToken
+    token: str  # ``skd_...``, returned once
+
+
+@dataclass(frozen=True, kw_only=True)
+class VaultBackup:
+    """One stored version of a user's desktop vault: opaque bytes the server cannot read."""
+
+    user_id: str
+    version: int  # 1, 2, 3 ... per user
+    size: int
+    sha256: str  # hex, of the bytes as stored
+    created_at: datetime
+    device_token_id: str | None  # the device token that uploaded it
+
+    @property
+    def etag(self) -> str:
+        """The version's strong entity tag (RFC 9110 §8.8.3), quoted: ``"v3-<16 hex>"``."""
+        return f'"v{self.version}-{self.sha256[:16]}"'
+
+
+@dataclass(frozen=True, kw_only=True)
+class VaultBackupData:
+    backup: VaultBackup
+    content: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
 class VerifyResult:
     verified: bool
     factor_id: str | None = None
@@ -141,7 +183,7 @@ class BackupCodeSet:
 class Caller:
     """Who asked for a change, and the end user's context the application passed on."""
 
-    type: str  # "api_key", "operator", "system"
+    type: str  # "api_key", "operator", "system", "user" (the portal), "device_token"
     id: str | None = None
     ip: str | None = None
     user_agent: str | None = None

@@ -118,6 +118,10 @@ class ApiKeyService:
 
     def authenticate(self, token: str) -> ApiKey:
         """The live key behind ``token``; raises :class:`AuthenticationError` otherwise."""
+        if token.startswith("skd_"):
+            raise AuthenticationError(
+                "a device token opens its user's vault backups only; send an API key (sk_...)"
+            )
         prefix, _, rest = token.partition("_")
         key_id, _, secret = rest.partition("_")
         if prefix != _PREFIX or not key_id or not secret or len(token) > 200:

@@ -3,8 +3,8 @@
 A successful verification (a code, a backup code, a security key) answers with an **assurance
 token**: a short-lived statement, signed by this server, that the user just proved a second
 factor. Changes that could hand the account to someone else -- adding a factor, removing one,
-regenerating backup codes -- need such a token while the user holds an active factor; a user with
-none (a first enrollment) needs no token.
+regenerating backup codes, creating a device token for the desktop vault's backups -- need such a
+token while the user holds an active factor; a user with none (a first enrollment) needs no token.
 
 Tokens are ``sat1.<mac key id>.<payload>.<mac>``: the payload (base64url JSON) names the user,
 the purpose, the expiry, a random nonce and, for a recovery, the case; the MAC is HMAC-SHA-256
@@ -72,6 +72,7 @@ class Operation(StrEnum):
     REMOVE_FACTOR = "factor.remove"
     REGENERATE_BACKUP_CODES = "backup_codes.regenerate"
     CHANGE_CONTACTS = "recovery.contacts"
+    CREATE_DEVICE_TOKEN = "device_token.create"  # noqa: S105 - an operation name
 
     @property
     def purpose(self) -> Purpose:

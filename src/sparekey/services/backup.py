@@ -355,8 +355,9 @@ def _dump(
     conn: Connection, body: _ChunkWriter, counts: Mapping[str, int], progress: Progress | None
 ) -> None:
     total, done = sum(counts.values()), 0
-    streaming = conn.execution_options(yield_per=_BATCH)  # a server-side cursor on PostgreSQL
     for table in metadata.sorted_tables:
+        # a server-side cursor on PostgreSQL, a batch of rows at a time (fewer for big rows)
+        streaming = conn.execution_options(yield_per=_batch_size(table))
         if progress:
             progress("Backing up", done, total)
         columns = list(table.columns)
@@ -374,6 +375,13 @@ def _dump(
         done += rows
     if progress:
         progress("Backing up", done, total)
+
+
+def _batch_size(table: Table) -> int:
+    """Rows per batch when reading or restoring ``table``: fewer for tables whose rows are large
+    (vault backups hold up to ``vault_backup_max_bytes`` each), so memory stays bounded."""
+    size = table.info.get("backup_batch", _BATCH)
+    return size if isinstance(size, int) and size > 0 else _BATCH
 
 
 class _ChunkWriter:
@@ -722,7 +730,7 @@ def _load(
             }
         )
         done += 1
-        if len(batch) >= _BATCH:
+        if table is not None and len(batch) >= _batch_size(table):
             flush()
             if progress:
                 progress("Restoring", done, manifest.rows)

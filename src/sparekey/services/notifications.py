@@ -1,7 +1,8 @@
 """Security notifications: written to an outbox with their change, delivered at least once.
 
 When a factor is added, removed or marked lost, backup codes are regenerated or run low, the
-throttle engages or recovery starts, the audit recorder calls :meth:`Outbox.enqueue` inside the
+throttle engages, recovery starts, or a device token for the desktop vault's backups is created or
+revoked, the audit recorder calls :meth:`Outbox.enqueue` inside the
 transaction of that change. It writes one ``outbox`` row per enabled channel: an email to the user's
 contact address (as it is in that transaction) and a webhook to the application. A crash before the
 commit loses the change and its notification together; after it, the rows wait for delivery.
@@ -88,6 +89,8 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         "recovery.cancelled",
         "recovery.expired",
         "recovery.break_glass",
+        "device_token.created",
+        "device_token.revoked",
     }
 )
 
@@ -340,6 +343,19 @@ _WORDING = {
         "Emergency access to your account was granted",
         "An administrator with access to the server granted emergency access to your account",
         _IF_NOT_YOU_RECOVERY,
+    ),
+    "device_token.created": _Wording(
+        "A computer can now back up your authenticator vault",
+        "A device token was created for your account: the desktop authenticator that holds it "
+        "can store and fetch encrypted backups of its vault",
+        "If this was you, there is nothing more to do. If it was not, revoke it on your security "
+        "page and contact your administrator or support team soon.",
+    ),
+    "device_token.revoked": _Wording(
+        "A computer can no longer back up your authenticator vault",
+        "A device token of your account was revoked; the desktop authenticator that held it can "
+        "no longer store or fetch backups of its vault",
+        _IF_NOT_YOU,
     ),
     "recovery.started": _Wording(
         "Account recovery was approved and starts after a waiting period",

@@ -17,6 +17,7 @@ from sparekey.storage.tables import (
     audit_events,
     backup_codes,
     data_keys,
+    device_tokens,
     factors,
     recovery_cases,
 )
@@ -142,6 +143,7 @@ _KEY_COLUMNS = [
     audit_events.c.mac_key_id,
     audit_checkpoints.c.signing_key_id,
     recovery_cases.c.pass_mac_key_id,
+    device_tokens.c.mac_key_id,
 ]
 
 

@@ -328,3 +328,39 @@ portal_links = Table(
     Column("used_at", UtcDateTime),
     Index(None, "expires_at"),
 )
+
+# Device tokens of the desktop authenticator (docs/decisions/0014-device-tokens-and-vault-backups):
+# a credential of its own kind, good for one user's vault backups only. The token has no id part:
+# it is found by its keyed hash (HMAC under the MAC key named in the row), never stored itself.
+device_tokens = Table(
+    "device_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(128), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("mac_key_id", Integer, ForeignKey("data_keys.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+    Index(None, "digest", unique=True),
+    Index(None, "user_id"),
+)
+
+# The desktop vault's backups: opaque bytes (encrypted on the desktop; the server has no key), in
+# numbered versions per user. The primary key (user_id, version) is what makes two racing uploads
+# of one version impossible: the second insert fails and is answered 412.
+vault_backups = Table(
+    "vault_backups",
+    metadata,
+    Column("user_id", String(128), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    # Who uploaded it; no foreign key, so the record outlives nothing it names (tokens are revoked,
+    # never deleted, except with their user, who takes the backups along)
+    Column("device_token_id", String(32)),
+    info={"backup_batch": 8},  # rows of up to vault_backup_max_bytes: few at a time in `backup`
+)

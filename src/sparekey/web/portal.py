@@ -1,6 +1,6 @@
 """The self-service security page (``/portal``): a user's own factors, backup codes, readiness,
-recovery and trusted contacts. Every route calls the services the API calls; nothing is decided
-here that the services do not decide.
+recovery, trusted contacts and the device tokens of their desktop authenticator. Every route calls
+the services the API calls; nothing is decided here that the services do not decide.
 
 Sensitive changes take the session's step-up (the assurance token of a fresh verification on
 ``/portal/step-up``, kept in the session row); a change refused for want of one sends the user to
@@ -10,6 +10,7 @@ the step-up page and back.
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any
 from urllib.parse import quote
 
@@ -64,6 +65,8 @@ NOTICES = {
     "approved": "Your approval was recorded.",
     "denied": "You denied the request; the recovery is stopped.",
     "stepped_up": "Verified. You can make changes for the next few minutes.",
+    "device_token_revoked": "The device token was revoked: that computer can no longer store or "
+    "fetch backups.",
 }
 
 # Where each readiness action (services/readiness.py) is done.
@@ -171,6 +174,7 @@ def overview(request: Request, session: PortalSession, done: str = "") -> HTMLRe
         actions=[(a, ACTION_PATHS.get(a.id, PORTAL)) for a in readiness.assessment.actions],
         case=open_cases[0] if open_cases else None,
         contact_requests=app.recovery.contact_requests(user_id),
+        device_tokens=sum(1 for t in app.device_tokens.list(user_id) if t.revoked_at is None),
         notice=NOTICES.get(done),
     )
 
@@ -624,6 +628,69 @@ def decide_request(
     return _redirect(f"{PORTAL}/contacts?done={done}")
 
 
+# -- the desktop authenticator: device tokens for its vault backups ------------------------------
+
+
+def _device_tokens_page(
+    request: Request, app: Sparekey, session: WebSession, **extra: Any
+) -> HTMLResponse:
+    return page(
+        request,
+        "device_tokens.html",
+        status=extra.pop("status", 200),
+        tokens=app.device_tokens.list(session.subject),
+        created=extra.pop("created", None),
+        restore_hint=extra.pop("restore_hint", None),
+        error=extra.pop("error", None),
+        notice=NOTICES.get(extra.pop("done", "")),
+        name=extra.pop("name", ""),
+    )
+
+
+@router.get("/device-tokens")
+def device_tokens_page(request: Request, session: PortalSession, done: str = "") -> HTMLResponse:
+    return _device_tokens_page(request, sparekey_of(request), session, done=done)
+
+
+@router.post("/device-tokens")
+def create_device_token(request: Request, session: PortalSession, form: PortalForm) -> Response:
+    """A new device token, shown on this answer only; needs the page's step-up."""
+    app = sparekey_of(request)
+    name = field(form, "name", max_length=64)
+    if not name:
+        return _device_tokens_page(
+            request,
+            app,
+            session,
+            status=422,
+            error="Enter a name of 1 to 64 characters for the computer, e.g. Laptop.",
+        )
+    try:
+        made = app.device_tokens.create(
+            session.subject,
+            name=name,
+            caller=caller_of(request, session),
+            assurance=_assurance(app, session),
+        )
+    except AssuranceRequiredError:
+        return _step_up(f"{PORTAL}/device-tokens")
+    except SparekeyError as exc:
+        return _device_tokens_page(request, app, session, status=409, error=exc.detail, name=name)
+    server, user = shlex.quote(app.settings.resolved_public_url), shlex.quote(session.subject)
+    hint = f"skauth backup restore --server {server} --user {user} --token-file FILE"
+    return _device_tokens_page(request, app, session, created=made, restore_hint=hint)
+
+
+@router.post("/device-tokens/{token_id}/revoke")
+def revoke_device_token(
+    request: Request, session: PortalSession, form: PortalForm, token_id: str
+) -> Response:
+    """No step-up: revoking only takes access away."""
+    app = sparekey_of(request)
+    app.device_tokens.revoke(session.subject, token_id, caller=caller_of(request, session))
+    return _redirect(f"{PORTAL}/device-tokens?done=device_token_revoked")
+
+
 # -- activity ------------------------------------------------------------------------------------
 
 EVENT_WORDS = {
@@ -643,6 +710,9 @@ EVENT_WORDS = {
     "recovery.cancelled": "A recovery was cancelled",
     "recovery.requested": "A recovery was requested",
     "recovery.contacts_changed": "Changed trusted contacts",
+    "device_token.created": "Connected a desktop authenticator (device token)",
+    "device_token.revoked": "Revoked a desktop authenticator's device token",
+    "vault_backup.stored": "The desktop authenticator stored a vault backup",
 }
 
 
