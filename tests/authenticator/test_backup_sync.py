@@ -4,6 +4,7 @@ gives identical codes, and two computers never overwrite each other unseen."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import httpx2
 import pytest
 
 from sparekey.protocols.otpauth import b32encode
-from tests.authenticator.conftest import LIGHT_ARGS, T0, Clock, Run, runner_for
+from tests.authenticator.conftest import LIGHT_ARGS, T0, Clock, Result, Run, runner_for
 from tests.cli.test_cli import SPAREKEY, _free_port
 
 SECRETS = {
@@ -87,47 +88,42 @@ def desktop_b(tmp_path: Path, clock: Clock) -> Run:
     return runner_for(tmp_path / "computer-b" / "vault.json", clock)
 
 
+def _ok(result: Result) -> Result:
+    assert result.code == 0, result.stderr
+    return result
+
+
 def _fill(run: Run) -> str:
-    created = run("init", *LIGHT_ARGS)
-    assert created.code == 0
-    recovery_key = created.stderr.strip().splitlines()[-1]
-    assert (
-        run(
-            "add",
-            "--secret",
-            b32encode(SECRETS["Mastodon"]),
-            "--issuer",
-            "Mastodon",
-            "--account",
-            "ada@example.social",
-        ).code
-        == 0
-    )
-    assert (
-        run(
-            "add",
-            "--secret",
-            b32encode(SECRETS["Bank"]),
-            "--issuer",
-            "Bank",
-            "--type",
-            "hotp",
-            "--counter",
-            "7",
-            "--digits",
-            "8",
-            "--algorithm",
-            "SHA256",
-        ).code
-        == 0
-    )
-    assert run("add", "--type", "steam", "--secret", b32encode(SECRETS["Steam"])).code == 0
+    """A vault with a TOTP, an HOTP and a Steam account; returns its recovery key."""
+    recovery_key = _ok(run("init", *LIGHT_ARGS)).stderr.strip().splitlines()[-1]
+    mastodon = ["--issuer", "Mastodon", "--account", "ada@example.social"]
+    _ok(run("add", "--secret", b32encode(SECRETS["Mastodon"]), *mastodon))
+    bank = ["--type", "hotp", "--counter", "7", "--digits", "8", "--algorithm", "SHA256"]
+    _ok(run("add", "--secret", b32encode(SECRETS["Bank"]), "--issuer", "Bank", *bank))
+    _ok(run("add", "--type", "steam", "--secret", b32encode(SECRETS["Steam"])))
     return recovery_key
+
+
+def _target(server: Server, token_file: Path, user: str = "alice") -> list[str]:
+    return ["--server", server.url, "--user", user, "--token-file", str(token_file)]
+
+
+def _pushed(server: Server, run: Run, tmp_path: Path) -> tuple[Path, str]:
+    """A filled vault, set up for backups and pushed once: the token file and recovery key."""
+    recovery_key = _fill(run)
+    token_file = _device_token(server, "alice", tmp_path)
+    _ok(run("backup", "setup", *_target(server, token_file)))
+    assert "version 1" in _ok(run("backup", "push")).stderr
+    return token_file, recovery_key
 
 
 def _codes(run: Run) -> dict[str, str]:
     listing = json.loads(run("list", "--json").stdout)
     return {e["issuer"]: run("code", e["id"], "--quiet").stdout for e in listing}
+
+
+def _issuers(run: Run) -> list[str]:
+    return sorted(e["issuer"] for e in json.loads(run("list", "--json").stdout))
 
 
 def _server_bytes(server: Server) -> bytes:
@@ -137,23 +133,7 @@ def _server_bytes(server: Server) -> bytes:
 def test_push_stores_nothing_the_server_can_read_and_restore_gives_identical_codes(
     server: Server, run: Run, desktop_b: Run, tmp_path: Path, clock: Clock
 ) -> None:
-    recovery_key = _fill(run)
-    token_file = _device_token(server, "alice", tmp_path)
-    setup = run(
-        "backup",
-        "setup",
-        "--server",
-        server.url,
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
-    )
-    assert setup.code == 0, setup.stderr
-    pushed = run("backup", "push")
-    assert pushed.code == 0, pushed.stderr
-    assert "version 1" in pushed.stderr
-
+    token_file, recovery_key = _pushed(server, run, tmp_path)
     stored = _server_bytes(server)
     for name, secret in SECRETS.items():
         for needle in (secret, b32encode(secret).encode(), name.encode()):
@@ -162,70 +142,35 @@ def test_push_stores_nothing_the_server_can_read_and_restore_gives_identical_cod
     assert token_file.read_text().strip().encode() not in stored  # only its keyed hash
 
     # a new computer, with the password: the same codes, HOTP counter where it was
-    restored = desktop_b(
-        "backup",
-        "restore",
-        "--server",
-        server.url,
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
-    )
-    assert restored.code == 0, restored.stderr
+    restored = _ok(desktop_b("backup", "restore", *_target(server, token_file)))
     assert "Restored 3 accounts from backup version 1" in restored.stderr
     clock.now = T0 + 12_345
-    assert _codes(desktop_b) == _codes(run)
+    on_b = _codes(desktop_b)  # each HOTP code here is for counter 7, as on the first computer
+    assert on_b == _codes(run)
 
     # and another, with the recovery key instead
     key_file = tmp_path / "recovery-key"
     key_file.write_text(recovery_key)
-    third = tmp_path / "computer-c" / "vault.json"
+    third = ["--vault", str(tmp_path / "computer-c" / "vault.json")]
     by_key = run(
-        "--vault",
-        str(third),
+        *third,
         "--recovery-key-file",
         str(key_file),
         "backup",
         "restore",
-        "--server",
-        server.url,
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
+        *_target(server, token_file),
         env={"SPAREKEY_VAULT_PASSWORD": None},
     )
-    assert by_key.code == 0, by_key.stderr
-    assert "passwd" in by_key.stderr
+    assert "passwd" in _ok(by_key).stderr
+    assert _codes(runner_for(tmp_path / "computer-c" / "vault.json", clock)) == on_b
 
 
 def test_a_wrong_password_fails_cleanly_and_writes_nothing(
     server: Server, run: Run, desktop_b: Run, tmp_path: Path
 ) -> None:
-    _fill(run)
-    token_file = _device_token(server, "alice", tmp_path)
-    run(
-        "backup",
-        "setup",
-        "--server",
-        server.url,
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
-    )
-    assert run("backup", "push").code == 0
+    token_file, _ = _pushed(server, run, tmp_path)
     wrong = desktop_b(
-        "backup",
-        "restore",
-        "--server",
-        server.url,
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
-        env={"SPAREKEY_VAULT_PASSWORD": "not it"},
+        "backup", "restore", *_target(server, token_file), env={"SPAREKEY_VAULT_PASSWORD": "no"}
     )
     assert wrong.code == 1
     assert wrong.stderr == "sparekey-authenticator: error: the password does not open this vault\n"
@@ -244,42 +189,18 @@ def _tamper(server: Server, *, keep_checksum: bool) -> None:
         changed = json.dumps(document).encode()
         db.execute("UPDATE vault_backups SET content = ?", (changed,))
         if keep_checksum:
-            import hashlib
-
-            db.execute(
-                "UPDATE vault_backups SET sha256 = ?", (hashlib.sha256(changed).hexdigest(),)
-            )
+            digest = hashlib.sha256(changed).hexdigest()
+            db.execute("UPDATE vault_backups SET sha256 = ?", (digest,))
 
 
 @pytest.mark.parametrize("keep_checksum", [False, True])
 def test_a_tampered_backup_is_refused(
     server: Server, run: Run, desktop_b: Run, tmp_path: Path, keep_checksum: bool
 ) -> None:
-    _fill(run)
-    token_file = _device_token(server, "alice", tmp_path)
-    run(
-        "backup",
-        "setup",
-        "--server",
-        server.url,
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
-    )
-    assert run("backup", "push").code == 0
+    token_file, _ = _pushed(server, run, tmp_path)
     _tamper(server, keep_checksum=keep_checksum)
     for result in (
-        desktop_b(
-            "backup",
-            "restore",
-            "--server",
-            server.url,
-            "--user",
-            "alice",
-            "--token-file",
-            str(token_file),
-        ),
+        desktop_b("backup", "restore", *_target(server, token_file)),
         run("backup", "pull"),
     ):
         assert result.code == 1
@@ -291,109 +212,54 @@ def test_a_tampered_backup_is_refused(
 def test_two_computers_never_overwrite_each_other_unseen(
     server: Server, run: Run, desktop_b: Run, tmp_path: Path, clock: Clock
 ) -> None:
-    _fill(run)
-    token_file = _device_token(server, "alice", tmp_path)
-    run(
-        "backup",
-        "setup",
-        "--server",
-        server.url,
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
-    )
-    assert run("backup", "push").code == 0
-    assert (
-        desktop_b(
-            "backup",
-            "restore",
-            "--server",
-            server.url,
-            "--user",
-            "alice",
-            "--token-file",
-            str(token_file),
-        ).code
-        == 0
-    )
+    token_file, _ = _pushed(server, run, tmp_path)
+    _ok(desktop_b("backup", "restore", *_target(server, token_file)))
     clock.now += 60
-    assert (
-        desktop_b("add", "--secret", b32encode(b"added on computer b!"), "--issuer", "B").code == 0
-    )
-    assert desktop_b("remove", "Mastodon", "--yes").code == 0
-    assert desktop_b("backup", "push").code == 0  # version 2
-    assert run("add", "--secret", b32encode(b"added on computer a!"), "--issuer", "A").code == 0
+    _ok(desktop_b("add", "--secret", b32encode(b"added on computer b!"), "--issuer", "B"))
+    _ok(desktop_b("remove", "Mastodon", "--yes"))
+    _ok(desktop_b("backup", "push"))  # version 2
+    _ok(run("add", "--secret", b32encode(b"added on computer a!"), "--issuer", "A"))
     refused = run("backup", "push")
     assert refused.code == 1
     assert "backup pull" in refused.stderr
-    pulled = run("backup", "pull")
-    assert pulled.code == 0, pulled.stderr
-    issuers = sorted(e["issuer"] for e in json.loads(run("list", "--json").stdout))
-    assert issuers == ["A", "B", "Bank", "Steam"]
-    assert run("backup", "push").code == 0  # version 3, on top of what B pushed
-    assert desktop_b("backup", "pull").code == 0
-    assert sorted(e["issuer"] for e in json.loads(desktop_b("list", "--json").stdout)) == issuers
+    _ok(run("backup", "pull"))
+    assert _issuers(run) == ["A", "B", "Bank", "Steam"]
+    _ok(run("backup", "push"))  # version 3, on top of what B pushed
+    _ok(desktop_b("backup", "pull"))
+    assert _issuers(desktop_b) == ["A", "B", "Bank", "Steam"]
 
 
 def test_hotp_counters_merge_to_the_higher(
     server: Server, run: Run, desktop_b: Run, tmp_path: Path
 ) -> None:
-    _fill(run)
-    token_file = _device_token(server, "alice", tmp_path)
-    run(
-        "backup",
-        "setup",
-        "--server",
-        server.url,
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
-    )
-    assert run("backup", "push").code == 0
-    assert (
-        desktop_b(
-            "backup",
-            "restore",
-            "--server",
-            server.url,
-            "--user",
-            "alice",
-            "--token-file",
-            str(token_file),
-        ).code
-        == 0
-    )
+    token_file, _ = _pushed(server, run, tmp_path)
+    _ok(desktop_b("backup", "restore", *_target(server, token_file)))
     shown_on_b = [desktop_b("code", "Bank", "--quiet").stdout for _ in range(3)]  # counters 7..9
-    assert desktop_b("backup", "push").code == 0
-    assert run("backup", "pull").code == 0
-    next_on_a = run("code", "Bank", "--quiet").stdout
-    assert next_on_a not in shown_on_b  # counter 10: no code is shown twice
+    _ok(desktop_b("backup", "push"))
+    _ok(run("backup", "pull"))
+    assert run("code", "Bank", "--quiet").stdout not in shown_on_b  # counter 10: never twice
+
+
+def test_a_rollback_to_an_older_version_is_refused(
+    server: Server, run: Run, tmp_path: Path
+) -> None:
+    _pushed(server, run, tmp_path)
+    _ok(run("backup", "push"))  # version 2, seen by this computer
+    database = next(server.data_dir.rglob("*.db"))
+    with sqlite3.connect(database) as db:  # the server (or its thief) hides version 2
+        db.execute("DELETE FROM vault_backups WHERE version = 2")
+    refused = run("backup", "pull")
+    assert refused.code == 1
+    assert "older than version 2" in refused.stderr
 
 
 def test_a_revoked_or_foreign_token_is_refused(server: Server, run: Run, tmp_path: Path) -> None:
     _fill(run)
     bobs = _device_token(server, "bob", tmp_path)
-    foreign = run(
-        "backup", "setup", "--server", server.url, "--user", "alice", "--token-file", str(bobs)
-    )
+    foreign = run("backup", "setup", *_target(server, bobs))
     assert foreign.code == 1
     assert foreign.stderr.count("\n") == 1
-    alices = _device_token(server, "alice", tmp_path)
-    assert (
-        run(
-            "backup",
-            "setup",
-            "--server",
-            server.url,
-            "--user",
-            "alice",
-            "--token-file",
-            str(alices),
-        ).code
-        == 0
-    )
+    _ok(run("backup", "setup", *_target(server, _device_token(server, "alice", tmp_path))))
     with httpx2.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {server.admin}"}
     ) as api:
@@ -408,17 +274,8 @@ def test_an_unreachable_server_is_one_line(run: Run, tmp_path: Path) -> None:
     _fill(run)
     token_file = tmp_path / "token"
     token_file.write_text("skd_x\n")
-    port = _free_port()
-    result = run(
-        "backup",
-        "setup",
-        "--server",
-        f"http://127.0.0.1:{port}",
-        "--user",
-        "alice",
-        "--token-file",
-        str(token_file),
-    )
+    nowhere = ["--server", f"http://127.0.0.1:{_free_port()}", "--user", "alice"]
+    result = run("backup", "setup", *nowhere, "--token-file", str(token_file))
     assert result.code == 1
     assert result.stderr.startswith("sparekey-authenticator: error: cannot reach the backup server")
     assert result.stderr.count("\n") == 1
