@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,14 @@ from sparekey.services.api_keys import ApiKeyService
 from sparekey.services.assurance import AssuranceService
 from sparekey.services.audit import Auditor
 from sparekey.services.backup_codes import BackupCodeService
+from sparekey.services.delivery import (
+    CodeSender,
+    CodeSenders,
+    HttpGatewaySender,
+    RetryPolicy,
+    SmtpSender,
+    TwilioSender,
+)
 from sparekey.services.device_tokens import DeviceTokenService
 from sparekey.services.factors import FactorService
 from sparekey.services.keys import KeyManager
@@ -41,6 +50,7 @@ from sparekey.services.ratelimit import Limit, RequestGuard, build_rate_limiter
 from sparekey.services.readiness import ReadinessPolicy, ReadinessService
 from sparekey.services.recovery import RecoveryPolicy, RecoveryService
 from sparekey.services.sessions import SessionPolicy, SessionService
+from sparekey.services.smtp import SmtpServer
 from sparekey.services.throttle import Throttle, ThrottlePolicy
 from sparekey.services.users import UserService
 from sparekey.services.vault_backups import VaultBackupService
@@ -54,7 +64,7 @@ from sparekey.storage.prepared import Unit
 if TYPE_CHECKING:
     from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
 
-__all__ = ["InitResult", "Sparekey", "initialize", "kek_resolver"]
+__all__ = ["InitResult", "Sparekey", "build_code_senders", "initialize", "kek_resolver"]
 
 
 class Sparekey:
@@ -80,6 +90,7 @@ class Sparekey:
             interval=settings.notify_poll_seconds,
         )
         self.audit = Auditor(db=db, keyring=keyring, clock=clock, outbox=self.outbox)
+        self.code_senders = build_code_senders(settings, clock=clock)  # for email and SMS codes
         limiter = build_rate_limiter(settings.redis_url or None)
         self.guard = RequestGuard(
             limiter,
@@ -330,6 +341,48 @@ def _senders(settings: Settings) -> list[Sender]:
             )
         )
     return senders
+
+
+def build_code_senders(settings: Settings, *, clock: Clock) -> CodeSenders:
+    """The senders of one-time codes these settings configure: email wherever SMTP is set up
+    (the same server as the notifications), SMS through ``sms_provider``."""
+    policy = RetryPolicy(
+        timeout=settings.delivery_timeout_seconds, retries=settings.delivery_retries
+    )
+    email = None
+    if settings.smtp_host:
+        server = SmtpServer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value(),
+            starttls=settings.smtp_starttls,
+            timeout=settings.delivery_timeout_seconds,
+        )
+        email = SmtpSender(
+            server=server, sender=settings.smtp_from, product=settings.issuer, clock=clock
+        )
+    sms: CodeSender | None = None
+    if settings.sms_provider == "twilio":
+        sms = TwilioSender(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            sender=settings.twilio_from,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            base_url=settings.twilio_base_url,
+            policy=policy,
+        )
+    elif settings.sms_provider == "http":
+        headers = settings.sms_gateway_headers.get_secret_value()
+        sms = HttpGatewaySender(
+            url=settings.sms_gateway_url,
+            method=settings.sms_gateway_method,
+            headers=json.loads(headers) if headers else {},
+            body=settings.sms_gateway_body,
+            content_type=settings.sms_gateway_content_type,
+            policy=policy,
+        )
+    return CodeSenders(email=email, sms=sms)
 
 
 def _load_provider(settings: Settings) -> KeyProvider:

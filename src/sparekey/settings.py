@@ -6,7 +6,9 @@ environment variables, ``sparekey.toml`` in the data directory, then the default
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +24,7 @@ from pydantic_settings import (
 __all__ = ["CONFIG_FILE", "Settings", "SettingsError", "default_data_dir", "load_settings"]
 
 CONFIG_FILE = "sparekey.toml"
+_TWILIO_SID = {prefix: re.compile(prefix + "[0-9a-fA-F]{32}") for prefix in ("AC", "MG")}
 
 
 class SettingsError(Exception):
@@ -149,6 +152,37 @@ class Settings(BaseSettings):
     notify_lease_seconds: float = Field(default=300.0, gt=0, le=86_400, validate_default=True)
     notify_max_attempts: int = Field(default=12, ge=1, le=100)
     notify_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # One-time codes by email and SMS (services/delivery.py). Email codes use the smtp_* settings.
+    sms_provider: Literal["none", "twilio", "http"] = Field(
+        default="none", description="how text messages are sent; none: no SMS codes"
+    )
+    twilio_account_sid: str = Field(default="", validate_default=True, description="AC...")
+    twilio_auth_token: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    twilio_from: str = Field(default="", description="an E.164 number or alphanumeric sender ID")
+    twilio_messaging_service_sid: str = Field(
+        default="", validate_default=True, description="MG...; used instead of twilio_from"
+    )
+    twilio_base_url: str = Field(default="https://api.twilio.com", description="Twilio's API")
+    sms_gateway_url: str = Field(
+        default="", validate_default=True, description="may hold {to}, {text}, {code}"
+    )
+    sms_gateway_method: Literal["POST", "GET"] = "POST"
+    sms_gateway_headers: SecretStr = Field(
+        default=SecretStr(""),
+        description='a JSON object of extra headers, e.g. {"Authorization": "Bearer ..."}',
+    )
+    sms_gateway_content_type: Literal["application/json", "application/x-www-form-urlencoded"] = (
+        "application/json"
+    )
+    sms_gateway_body: str = Field(
+        default="", validate_default=True, description="the POST body; {to}, {text}, {code}"
+    )
+    delivery_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="connect and read timeout of each code sent"
+    )
+    delivery_retries: int = Field(
+        default=1, ge=0, le=5, description="repeats after a refused connection, 429 or 5xx"
+    )
 
     @field_validator("smtp_from")
     @classmethod
@@ -177,6 +211,79 @@ class Settings(BaseSettings):
     def _secret_with_webhook(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         if info.data.get("webhook_url") and len(value.get_secret_value()) < 16:
             raise ValueError("must be set, at least 16 characters, when webhook_url is set")
+        return value
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_with_twilio(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("sms_provider") == "twilio" and not _TWILIO_SID["AC"].fullmatch(value):
+            raise ValueError("must be your Account SID (AC and 32 hex digits) for twilio")
+        return value
+
+    @field_validator("twilio_auth_token")
+    @classmethod
+    def _token_with_twilio(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("sms_provider") == "twilio" and not value.get_secret_value():
+            raise ValueError("must be set when sms_provider is twilio")
+        return value
+
+    @field_validator("twilio_messaging_service_sid")
+    @classmethod
+    def _twilio_sender(cls, value: str, info: ValidationInfo) -> str:
+        if value and not _TWILIO_SID["MG"].fullmatch(value):
+            raise ValueError("must be a Messaging Service SID (MG and 32 hex digits)")
+        twilio = info.data.get("sms_provider") == "twilio"
+        if twilio and not (value or info.data.get("twilio_from")):
+            raise ValueError("set it, or twilio_from, when sms_provider is twilio")
+        return value
+
+    @field_validator("twilio_base_url")
+    @classmethod
+    def _twilio_is_http(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("sms_gateway_url")
+    @classmethod
+    def _gateway_url(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("sms_provider") == "http" and not value:
+            raise ValueError("must be set when sms_provider is http")
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        problem = _template_problem(value, "application/x-www-form-urlencoded")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("sms_gateway_headers")
+    @classmethod
+    def _headers_are_json(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if not text:
+            return value
+        try:
+            headers = json.loads(text)
+        except ValueError:
+            headers = None
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValueError("must be a JSON object of header names to string values")
+        return value
+
+    @field_validator("sms_gateway_body")
+    @classmethod
+    def _gateway_body(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("sms_gateway_method") == "GET":
+            if value:
+                raise ValueError("must be empty with GET (put {to} and {text} in the URL)")
+            return value
+        if info.data.get("sms_provider") == "http" and not value:
+            raise ValueError("must be set when sms_provider is http and the method is POST")
+        problem = _template_problem(value, info.data.get("sms_gateway_content_type", ""))
+        if problem:
+            raise ValueError(problem)
         return value
 
     @classmethod
@@ -221,6 +328,12 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "localhost" if self.host in ("127.0.0.1", "::1", "localhost") else self.host
         return f"http://{host}:{self.port}"
+
+
+def _template_problem(template: str, content_type: str) -> str | None:
+    from sparekey.services.delivery import check_gateway_template  # pure; no I/O at import
+
+    return check_gateway_template(template, content_type=content_type)
 
 
 def load_settings(data_dir: Path | None = None, **overrides: object) -> Settings:

@@ -3,6 +3,8 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from sparekey.api import create_app
+from sparekey.domain.errors import DeliveryError
 from sparekey.domain.models import Scope
 from sparekey.runtime import Sparekey
 from tests.helpers import create_user
@@ -190,3 +192,19 @@ def test_openapi_documents_the_verify_operation_fully(client: TestClient) -> Non
     assert operation["parameters"][0]["schema"]["pattern"]
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"$ref": "#/components/schemas/VerifyOut"}
+
+
+def test_a_delivery_failure_inside_a_request_is_502(sparekey: Sparekey) -> None:
+    """A provider that did not take an email or SMS is the gateway's failure: 502, stable type."""
+    api = create_app(sparekey)
+
+    @api.post("/v1/test-only/send")
+    def send() -> None:
+        raise DeliveryError("twilio: HTTP 400, error 21211: The 'To' number [destination] ...")
+
+    with TestClient(api) as test_client:
+        problem = assert_problem(test_client.post("/v1/test-only/send"), 502, "delivery-failed")
+        assert problem["detail"] == (
+            "twilio: HTTP 400, error 21211: The 'To' number [destination] ..."
+        )
+        assert "Delivery failed" in test_client.get("/problems/delivery-failed").text

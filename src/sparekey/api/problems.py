@@ -206,6 +206,14 @@ _TYPES = [
         "retry after the seconds in `Retry-After`.",
     ),
     ProblemType(
+        "delivery-failed",
+        502,
+        "Delivery failed",
+        "The email or text message could not be handed to its provider (refused, unreachable or "
+        "too slow); `detail` names the provider and the reason. Nothing was marked as sent: it is "
+        "safe to ask for a new code.",
+    ),
+    ProblemType(
         "unavailable",
         503,
         "Temporarily unavailable",
@@ -278,6 +286,7 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.DrillLimitedError, "drill-limited"),
     (errors.RateLimitedError, "rate-limited"),
     (errors.InvalidInputError, "invalid-input"),
+    (errors.DeliveryError, "delivery-failed"),
     (errors.AssuranceRequiredError, "assurance-required"),
     (errors.AuthenticationError, "unauthorized"),
     (errors.PermissionDeniedError, "forbidden"),

@@ -25,6 +25,7 @@
      │    └── DrillLimitedError         (too many backup-code checks for one user)
      ├── BackupError                    (a backup that cannot be made, opened or restored here)
      │    └── BackupDamagedError        (truncated, modified, or not a Sparekey backup at all)
+     ├── DeliveryError                  (a mail or SMS provider did not take a message; says why)
      └── AuthError
           ├── AuthenticationError       (no or unknown credential)
           ├── PermissionDeniedError     (known credential, missing scope)
@@ -199,6 +200,12 @@ class BackupError(SparekeyError):
 
 class BackupDamagedError(BackupError):
     """The file is not what ``sparekey backup create`` wrote; nothing of it is used."""
+
+
+class DeliveryError(SparekeyError):
+    """An email or text message that was not handed over to its provider (refused, unreachable,
+    timed out). ``detail`` is one line naming the provider and the reason; it never holds the
+    code, the full phone number or a credential."""
 
 
 class AuthError(SparekeyError):

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import json
 import logging
-import smtplib
 import ssl
 import threading
 import uuid
@@ -42,7 +41,9 @@ from typing import Protocol
 import httpx2
 from sqlalchemy import Connection
 
+from sparekey.domain.errors import DeliveryError
 from sparekey.domain.ports import Clock
+from sparekey.services.smtp import MAX_REASON, SmtpServer, describe_error
 from sparekey.storage import outbox as repo
 from sparekey.storage.database import Database
 from sparekey.storage.outbox import OutboxMessage
@@ -98,7 +99,7 @@ NEVER_SENT: frozenset[str] = frozenset(
     {"code", "codes", "secret", "seed", "token", "password", "otpauth_uri", "recovery_code"}
 )
 
-_MAX_ERROR = 200
+_MAX_ERROR = MAX_REASON
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -175,10 +176,6 @@ class Outbox:
 # -- sending ------------------------------------------------------------------------------------
 
 
-class DeliveryError(Exception):
-    """A send that did not succeed; the message is short and holds no secret."""
-
-
 class Sender(Protocol):
     channel: str
     timeout: float
@@ -220,7 +217,7 @@ class WebhookSender:
             ):
                 status = response.status_code
         except httpx2.HTTPError as exc:
-            raise DeliveryError(_describe(exc)) from None
+            raise DeliveryError(describe_error(exc)) from None
         if not 200 <= status < 300:
             raise DeliveryError(f"HTTP {status}")
 
@@ -426,40 +423,24 @@ class EmailSender:
         product: str = "Sparekey",
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._host = host
-        self._port = port
+        self._server = SmtpServer(
+            host=host,
+            port=port,
+            username=username,
+            password=password,
+            starttls=starttls,
+            timeout=timeout,
+            tls_context=tls_context,
+        )
         self._sender = sender
-        self._username = username
-        self._password = password
-        self._starttls = starttls
         self._product = product
-        self._tls_context = tls_context
         self.timeout = timeout
 
     def send(self, message: OutboxMessage, *, now: datetime) -> None:
         if not message.recipient:
             raise DeliveryError("no recipient address")
         mail = compose_email(message, sender=self._sender, now=now, product=self._product)
-        try:
-            with smtplib.SMTP(self._host, self._port, timeout=self.timeout) as smtp:
-                if self._starttls:
-                    smtp.starttls(context=self._tls_context or ssl.create_default_context())
-                if self._username:
-                    smtp.login(self._username, self._password)
-                smtp.send_message(
-                    mail, from_addr=parseaddr(self._sender)[1], to_addrs=[message.recipient]
-                )
-        except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(_describe(exc)) from None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        raw = exc.smtp_error
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        return f"SMTP {exc.smtp_code} {text}"[:_MAX_ERROR]
-    detail = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {detail}"[:_MAX_ERROR] if detail else type(exc).__name__
+        self._server.send(mail, sender=self._sender, to=message.recipient)
 
 
 # -- the worker ---------------------------------------------------------------------------------
@@ -567,7 +548,7 @@ class DeliveryWorker:
             return 0
         except Exception as exc:  # a bug must not stop the other rows; the row is retried
             log.exception("sending notification %s failed unexpectedly", message.event_id)
-            self._failed(message, lease_until, _describe(exc))
+            self._failed(message, lease_until, describe_error(exc))
             return 0
         with self._db.write() as conn:
             repo.mark_delivered(conn, message.id, now=self._clock.now())
