@@ -35,13 +35,14 @@ __all__ = [
     "ImportOutcome",
     "add_tokens",
     "create_vault",
+    "disable_keyring",
+    "enable_keyring",
     "find_entry",
     "matching",
     "next_code",
     "unlock",
+    "update",
 ]
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, kw_only=True)
