@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import tomli_w
 
@@ -36,6 +37,7 @@ from sparekey.services.delivery import (
 )
 from sparekey.services.device_tokens import DeviceTokenService
 from sparekey.services.factors import FactorService
+from sparekey.services.fallback import FallbackPolicy, FallbackService
 from sparekey.services.keys import KeyManager
 from sparekey.services.notifications import (
     DeliveryWorker,
@@ -141,6 +143,16 @@ class Sparekey:
                 suspend_after=settings.throttle_suspend_after,
             )
         )
+        self.fallback = FallbackService(
+            db=db,
+            keyring=keyring,
+            clock=clock,
+            policy=_fallback_policy(settings),
+            senders=self.code_senders,
+            limiter=limiter,
+            auditor=self.audit,
+            assurance=self.assurance,
+        )
         self.verification = VerificationService(
             db=db,
             keyring=keyring,
@@ -151,6 +163,7 @@ class Sparekey:
             auditor=self.audit,
             assurance=self.assurance,
             on_sign_in=self._signed_in,
+            fallback=self.fallback,
         )
         self.readiness = ReadinessService(
             db=db,
@@ -263,6 +276,22 @@ class Sparekey:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def _fallback_policy(settings: Settings) -> FallbackPolicy:
+    sends = settings.fallback_send_seconds
+    return FallbackPolicy(
+        mode=settings.fallback_channels,
+        digits=settings.fallback_code_digits,
+        code_ttl=timedelta(seconds=settings.fallback_code_seconds),
+        destination_wait=timedelta(seconds=settings.fallback_destination_wait_seconds),
+        pending_ttl=timedelta(seconds=settings.pending_factor_ttl_seconds),
+        per_user=Limit(requests=settings.fallback_sends_per_user, per_seconds=sends),
+        per_destination=Limit(requests=settings.fallback_sends_per_destination, per_seconds=sends),
+        default_region=settings.fallback_default_region or None,
+        origin_host=urlsplit(settings.resolved_public_url).hostname or "localhost",
+        app_name=settings.issuer,
+    )
 
 
 def _recovery_policy(settings: Settings) -> RecoveryPolicy:

@@ -183,6 +183,27 @@ class Settings(BaseSettings):
     delivery_retries: int = Field(
         default=1, ge=0, le=5, description="repeats after a refused connection, 429 or 5xx"
     )
+    # Email and SMS factors (services/fallback.py): a last resort, kept in their place.
+    fallback_channels: Literal["disabled", "fallback_only", "allowed"] = Field(
+        default="fallback_only",
+        description="fallback_only: an email/SMS code signs in only a user with no other factor",
+    )
+    fallback_code_digits: int = Field(default=6, ge=6, le=8)
+    fallback_code_seconds: int = Field(default=600, ge=60, le=3600, description="code lifetime")
+    fallback_destination_wait_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=30 * 86_400,
+        description="a changed or additional phone number or address gets no code this long",
+    )
+    fallback_sends_per_user: int = Field(default=5, ge=1, le=100, description="per send window")
+    fallback_sends_per_destination: int = Field(default=3, ge=1, le=100)
+    fallback_send_seconds: float = Field(default=900.0, gt=0, le=86_400, description="the window")
+    fallback_default_region: str = Field(
+        default="",
+        pattern=r"^([A-Za-z]{2})?$",
+        description="ISO country assumed for phone numbers given without +country code",
+    )
 
     @field_validator("smtp_from")
     @classmethod

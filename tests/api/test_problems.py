@@ -87,7 +87,7 @@ def test_existing_user_is_409(client: TestClient) -> None:
         ({"type": "totp", "digits": 5}, "body.digits"),
         ({"type": "totp", "period": 0}, "body.period"),
         ({"type": "totp", "algorithm": "MD5"}, "body.algorithm"),
-        ({"type": "sms"}, "body.type"),
+        ({"type": "voice"}, "body.type"),
         ({}, "body.type"),
         ({"type": "totp", "label": "bad\u0000label"}, "body.label"),
         ({"type": "totp", "label": "x" * 101}, "body.label"),

@@ -43,6 +43,7 @@ def test_a_new_users_readiness(client: TestClient) -> None:
             "backup_codes_used": 0,
             "backup_codes_proven": False,
             "drilled": False,
+            "fallback_factors": 0,
         },
         "backup_codes_proven_at": None,
         "last_drill_at": None,

@@ -59,6 +59,20 @@ _TYPES = [
         "more than adding a factor. An admin-scope key may send `Sparekey-Assurance: override` "
         "instead (audited).",
     ),
+    ProblemType(
+        "fallback-disabled",
+        403,
+        "Email and SMS codes unavailable",
+        "This server does not send email or SMS codes: `fallback_channels` is `disabled`, or no "
+        "SMTP server or SMS provider is configured for this channel.",
+    ),
+    ProblemType(
+        "fallback-not-allowed",
+        403,
+        "Email and SMS codes are a fallback here",
+        "With `fallback_channels = fallback_only` an email or SMS code signs in only a user who "
+        "has no other active factor; this user has an authenticator app or security key.",
+    ),
     ProblemType("not-found", 404, "Not found", "There is no such resource."),
     ProblemType("user-not-found", 404, "User not found", "No user has this id."),
     ProblemType(
@@ -116,6 +130,14 @@ _TYPES = [
         "Removing this factor would leave the user without any active factor, or without any "
         "security key or passkey. Add another first, mark it lost if the device is gone, or "
         "remove it with an admin-scope key and `force=true` (audited).",
+    ),
+    ProblemType(
+        "destination-waiting",
+        409,
+        "New destination still waiting",
+        "A changed phone number or address, or that of a second email or SMS factor, receives no "
+        "code until its waiting period ends (`fallback_destination_wait_seconds`); `until` says "
+        "when.",
     ),
     ProblemType(
         "recovery-state",
@@ -199,6 +221,13 @@ _TYPES = [
         "Signing in with a backup code is not limited by this.",
     ),
     ProblemType(
+        "send-limited",
+        429,
+        "Too many codes sent",
+        "Email and SMS codes are sent only a few times in a while to one user and to one "
+        "destination; retry after the seconds in `Retry-After`.",
+    ),
+    ProblemType(
         "rate-limited",
         429,
         "Too many requests",
@@ -274,6 +303,7 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.FactorExpiredError, "factor-expired"),
     (errors.FactorStateError, "factor-state"),
     (errors.LastFactorError, "last-factor"),
+    (errors.DestinationWaitingError, "destination-waiting"),
     (errors.RecoveryStateError, "recovery-state"),
     (errors.PreconditionFailedError, "precondition-failed"),
     (errors.PreconditionRequiredError, "precondition-required"),
@@ -284,10 +314,13 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.FactorsSuspendedError, "factors-suspended"),
     (errors.ThrottledError, "too-many-attempts"),
     (errors.DrillLimitedError, "drill-limited"),
+    (errors.SendLimitedError, "send-limited"),
     (errors.RateLimitedError, "rate-limited"),
     (errors.InvalidInputError, "invalid-input"),
     (errors.DeliveryError, "delivery-failed"),
     (errors.AssuranceRequiredError, "assurance-required"),
+    (errors.FallbackDisabledError, "fallback-disabled"),
+    (errors.FallbackNotAllowedError, "fallback-not-allowed"),
     (errors.AuthenticationError, "unauthorized"),
     (errors.PermissionDeniedError, "forbidden"),
     (errors.AuthError, "unauthorized"),
@@ -304,4 +337,5 @@ def to_problem(error: errors.SparekeyError) -> JSONResponse:
     field_errors = None
     if isinstance(error, errors.InvalidInputError) and error.field:
         field_errors = [{"field": error.field, "message": error.detail}]
-    return problem_response(slug, error.detail, headers=headers, errors=field_errors)
+    until = error.until.isoformat() if isinstance(error, errors.DestinationWaitingError) else None
+    return problem_response(slug, error.detail, headers=headers, errors=field_errors, until=until)

@@ -20,6 +20,7 @@ from sparekey.domain.models import (
     VaultBackup,
 )
 from sparekey.domain.readiness import OrgReadiness, UserReadiness
+from sparekey.services.fallback import mask
 
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=:~-]{0,127}$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -125,8 +126,14 @@ class UserList(BaseModel):
 
 
 class FactorCreate(Body):
-    type: Literal["totp", "hotp"]
+    type: Literal["totp", "hotp", "email", "sms"]
     label: Annotated[SafeText, Field(max_length=100)] | None = None
+    address: Annotated[str, Field(max_length=320)] | None = Field(
+        default=None, description="`email` factors: where codes go (confirmed with one)"
+    )
+    phone: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="`sms` factors: the number, normalised to E.164"
+    )
     algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
     digits: int = Field(default=6, ge=6, le=8)
     period: int = Field(default=30, ge=1, le=86_400, description="Seconds per step (TOTP)")
@@ -158,6 +165,12 @@ class FactorOut(BaseModel):
     last_used_at: datetime | None
     expires_at: datetime | None = Field(description="When a pending enrollment lapses")
     webauthn: WebAuthnOut | None = Field(default=None, description="Security keys and passkeys")
+    destination: str | None = Field(
+        default=None, description="Email and SMS factors: the address or number, masked"
+    )
+    usable_after: datetime | None = Field(
+        default=None, description="Email and SMS factors: a new destination gets no code before"
+    )
 
     @classmethod
     def of(cls, factor: Factor) -> FactorOut:
@@ -188,6 +201,8 @@ class FactorOut(BaseModel):
             last_used_at=factor.last_used_at,
             expires_at=factor.expires_at,
             webauthn=webauthn,
+            destination=mask(factor.type, factor.destination),
+            usable_after=factor.usable_after,
         )
 
 
@@ -210,7 +225,27 @@ class FactorList(BaseModel):
 
 
 class FactorPatch(Body):
-    label: Annotated[SafeText, Field(max_length=100)] | None
+    label: Annotated[SafeText, Field(max_length=100)] | None = None
+    address: Annotated[str, Field(max_length=320)] | None = Field(
+        default=None, description="`email` factors: a new address (step-up; it waits first)"
+    )
+    phone: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="`sms` factors: a new number (step-up; it waits first)"
+    )
+
+
+class SentCodeOut(BaseModel):
+    factor_id: str
+    destination: str = Field(description="Masked")
+    provider: str = Field(description="smtp, twilio or http")
+    sent_at: datetime
+    expires_at: datetime
+
+
+class FallbackEnrollmentOut(FactorOut):
+    code_sent: SentCodeOut | None = Field(
+        description="The confirmation code sent; null while the destination waits"
+    )
 
 
 class CodeBody(Body):
@@ -535,6 +570,7 @@ class ReadinessFactsOut(BaseModel):
     backup_codes_used: int
     backup_codes_proven: bool = Field(description="A drill checked a code of the current set")
     drilled: bool
+    fallback_factors: int = Field(default=0, description="Active email and SMS factors")
 
 
 class UserReadinessOut(BaseModel):

@@ -14,6 +14,7 @@
      │    ├── FactorStateError          (confirming an active factor, resyncing a pending one ...)
      │    ├── FactorExpiredError        (a pending factor not confirmed in time)
      │    ├── LastFactorError           (removing the last active factor or security key)
+     │    ├── DestinationWaitingError   (a new phone number or address in its waiting period)
      │    └── PreconditionFailedError   (If-Match / If-None-Match did not hold; the current ETag)
      ├── PreconditionRequiredError      (a conditional write sent without its condition)
      ├── VaultBackupTooLargeError       (a body over vault_backup_max_bytes; carries the limit)
@@ -22,19 +23,23 @@
      ├── ThrottledError                 (guessable codes locked for a while; carries retry_after)
      │    └── FactorsSuspendedError     (guessable codes off until a non-guessable success)
      ├── RateLimitedError               (too many requests from one IP or API key)
-     │    └── DrillLimitedError         (too many backup-code checks for one user)
+     │    ├── DrillLimitedError         (too many backup-code checks for one user)
+     │    └── SendLimitedError          (too many codes sent to one user or destination)
      ├── BackupError                    (a backup that cannot be made, opened or restored here)
      │    └── BackupDamagedError        (truncated, modified, or not a Sparekey backup at all)
      ├── DeliveryError                  (a mail or SMS provider did not take a message; says why)
      └── AuthError
           ├── AuthenticationError       (no or unknown credential)
           ├── PermissionDeniedError     (known credential, missing scope)
+          │    ├── FallbackDisabledError (email and SMS codes are off here, or not configured)
+          │    └── FallbackNotAllowedError (fallback only: the user has a stronger factor)
           └── AssuranceRequiredError    (a sensitive change without a fresh second factor)
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 
 class SparekeyError(Exception):
@@ -119,6 +124,17 @@ class LastFactorError(ConflictError):
     phishing-resistant one (a security key or passkey)."""
 
 
+class DestinationWaitingError(ConflictError):
+    """A new phone number or address receives no code before its waiting period ends."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(
+            "this phone number or address is new: it receives codes from "
+            f"{until.isoformat()} on (a waiting period protects the account)"
+        )
+        self.until = until
+
+
 class RecoveryStateError(ConflictError):
     """A recovery case is not in a state that allows this step."""
 
@@ -194,6 +210,16 @@ class DrillLimitedError(RateLimitedError):
         )
 
 
+class SendLimitedError(RateLimitedError):
+    """Codes by email or SMS are sent only a few times in a while, per user and per destination."""
+
+    def __init__(self, what: str, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        SparekeyError.__init__(
+            self, f"too many codes sent to this {what}; retry in {self.retry_after} s"
+        )
+
+
 class BackupError(SparekeyError):
     """Never raised by a request: backups are made and restored from the command line."""
 
@@ -218,6 +244,15 @@ class AuthenticationError(AuthError):
 
 class PermissionDeniedError(AuthError):
     pass
+
+
+class FallbackDisabledError(PermissionDeniedError):
+    """Email and SMS codes are disabled by policy, or this server has no provider for them."""
+
+
+class FallbackNotAllowedError(PermissionDeniedError):
+    """``fallback_channels = fallback_only``: the user has an authenticator app or a security
+    key, so an email or SMS code is not accepted (nor sent) for signing in."""
 
 
 class AssuranceRequiredError(AuthError):

@@ -13,11 +13,19 @@ class FactorType(StrEnum):
     TOTP = "totp"
     HOTP = "hotp"
     WEBAUTHN = "webauthn"
+    EMAIL = "email"
+    SMS = "sms"
 
     @property
     def guessable(self) -> bool:
-        """Short codes an attacker could guess online; throttled as one budget."""
+        """Codes computed from a seed the user's device holds (TOTP, HOTP)."""
         return self in (FactorType.TOTP, FactorType.HOTP)
+
+    @property
+    def fallback(self) -> bool:
+        """One-time codes this server sends (email, SMS): the weakest factors, a last resort.
+        They are guessable too and share the throttle's budget with TOTP and HOTP."""
+        return self in (FactorType.EMAIL, FactorType.SMS)
 
 
 class FactorStatus(StrEnum):
@@ -40,7 +48,7 @@ class Scope(StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class ThrottleState:
-    """The shared budget of a user's guessable codes (TOTP, HOTP)."""
+    """The shared budget of a user's guessable codes (TOTP, HOTP, email and SMS codes)."""
 
     failures: int
     locked_until: datetime | None
@@ -91,6 +99,8 @@ class Factor:
     last_used_at: datetime | None
     expires_at: datetime | None
     webauthn: WebAuthnCredential | None = None
+    destination: str | None = None  # email and SMS: the normalised address or E.164 number
+    usable_after: datetime | None = None  # email and SMS: no code goes there before this
 
 
 @dataclass(frozen=True, kw_only=True)

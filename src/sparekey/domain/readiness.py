@@ -35,6 +35,7 @@ class ReadinessFacts:
     backup_codes_used: int  # of the current set: a code used to sign in proves the set was saved
     backup_codes_proven: bool  # users.backup_codes_proven_at is set (a drill checked a code)
     drilled: bool  # users.last_drill_at is set
+    fallback_factors: int = 0  # active email and SMS factors (the weakest: a last resort)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -20,6 +20,11 @@ Two purposes:
   and confirming a TOTP/HOTP factor, registering a security key. It never removes a factor,
   never regenerates backup codes, and is never a sign-in.
 
+A token from an email or SMS code is marked ``fallback`` (claim ``w``). It satisfies no sensitive
+operation while the user has an active factor that is not email or SMS (an authenticator app, a
+hardware token, a security key): the weakest factor never vouches for changes to stronger ones.
+For a user whose only factors are email or SMS it is their step-up, so they can add a stronger one.
+
 An administrator may override the check (:attr:`Assurance.override`); every override is
 audited as ``assurance.overridden`` in the transaction of the change.
 """
@@ -45,6 +50,7 @@ from sparekey.domain.models import Caller
 from sparekey.domain.ports import Clock
 from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.storage import factors as factors_repo
+from sparekey.storage import fallback as fallback_repo
 
 __all__ = [
     "NO_ASSURANCE",
@@ -70,6 +76,7 @@ class Operation(StrEnum):
     CONFIRM_FACTOR = "factor.confirm"
     REGISTER_WEBAUTHN = "webauthn.register"
     REMOVE_FACTOR = "factor.remove"
+    CHANGE_DESTINATION = "factor.change_destination"
     REGENERATE_BACKUP_CODES = "backup_codes.regenerate"
     CHANGE_CONTACTS = "recovery.contacts"
     CREATE_DEVICE_TOKEN = "device_token.create"  # noqa: S105 - an operation name
@@ -91,6 +98,7 @@ class AssuranceClaims:
     nonce: str
     key_id: int
     case_id: str | None = None
+    fallback: bool = False  # from an email or SMS code
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +134,7 @@ class AssuranceService:
         purpose: Purpose = "step-up",
         ttl: timedelta | None = None,
         case_id: str | None = None,
+        fallback: bool = False,
     ) -> str:
         """A token vouching that ``user_id`` proved a factor (``step-up``) or redeemed a
         temporary access pass (``enroll``), valid for ``ttl`` (default ``assurance_seconds``)."""
@@ -143,6 +152,8 @@ class AssuranceService:
         }
         if case_id is not None:
             claims["c"] = case_id
+        if fallback:
+            claims["w"] = 1
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         key_id = self._keyring.active_id(KeyPurpose.MAC)
         signed = f"{_PREFIX}.{key_id}.{payload}"
@@ -189,11 +200,16 @@ class AssuranceService:
         refused: AssuranceRequiredError | None = None
         if assurance.token:
             try:
-                self.check(assurance.token, user_id=user_id, purpose=operation.purpose)
+                claims = self.check(assurance.token, user_id=user_id, purpose=operation.purpose)
             except AssuranceRequiredError as exc:
                 refused = exc
             else:
-                return
+                if not claims.fallback or not fallback_repo.stronger_factor_exists(conn, user_id):
+                    return
+                refused = AssuranceRequiredError(
+                    "a code sent by email or SMS cannot approve this change while the user has "
+                    "an authenticator app or security key: verify with one of those"
+                )
         if not factors_repo.active_factor_types(conn, user_id):
             return  # a first enrollment: nothing to step up with
         raise refused or AssuranceRequiredError(
@@ -230,6 +246,7 @@ class AssuranceService:
                 nonce=str(claims["n"]),
                 key_id=key_id,
                 case_id=None if case_id is None else str(case_id),
+                fallback=bool(claims.get("w")),
             )
         except (ValueError, KeyError, TypeError):
             raise invalid from None

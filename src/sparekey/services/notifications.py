@@ -74,6 +74,7 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         "factor.confirmed",
         "factor.removed",
         "factor.lost",
+        "factor.destination_changed",
         "backup_codes.generated",
         "backup_codes.low",
         "throttle.engaged",
@@ -255,6 +256,11 @@ _WORDING = {
         "A {method} on your account was marked as lost and no longer works for signing in",
         _IF_NOT_YOU,
     ),
+    "factor.destination_changed": _Wording(
+        "Where your sign-in codes go was changed",
+        "The {method} was changed to {destination}, which receives codes from {usable_after}",
+        _IF_NOT_YOU_RECOVERY,
+    ),
     "backup_codes.generated": _Wording(
         "New backup codes were created",
         "A new set of backup codes was created for your account; any backup codes you had "
@@ -362,7 +368,13 @@ _WORDING = {
     ),
 }
 
-_METHODS = {"totp": "authenticator app", "hotp": "hardware token", "webauthn": "security key"}
+_METHODS = {
+    "totp": "authenticator app",
+    "hotp": "hardware token",
+    "webauthn": "security key",
+    "email": "email address for sign-in codes",
+    "sms": "phone number for text-message codes",
+}
 
 
 def _when(moment: datetime) -> str:
@@ -383,6 +395,10 @@ def compose_email(
     what = wording.what.format(
         method=_METHODS.get(str(details.get("factor_type")), "sign-in method"),
         remaining=details.get("remaining", "only a few"),
+        destination=details.get("destination", "a new destination"),
+        usable_after=_when(datetime.fromisoformat(str(details["usable_after"])))
+        if details.get("usable_after")
+        else "the end of a waiting period",
     )
     occurred = datetime.fromisoformat(payload["occurred_at"])
     body = (

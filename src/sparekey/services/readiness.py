@@ -184,6 +184,16 @@ RULES: tuple[Rule, ...] = (
         why=lambda f, p: "No authenticator app, security key or passkey is active.",
     ),
     Rule(
+        id="add_strong_factor",
+        title="Add an authenticator app or a security key",
+        impact=45,
+        applies=lambda f, p: 0 < f.active_factors == f.fallback_factors,
+        why=lambda f, p: (
+            "Only email or SMS codes are active: a SIM swap, an intercepted message or a "
+            "compromised mailbox is enough to take them over."
+        ),
+    ),
+    Rule(
         id="generate_backup_codes",
         title="Generate backup codes",
         impact=35,

@@ -1,4 +1,6 @@
-"""Verifying a code at sign-in: any of the user's active TOTP/HOTP factors, or a backup code.
+"""Verifying a code at sign-in: any of the user's active TOTP/HOTP factors, a code sent by email
+or SMS (:mod:`sparekey.services.fallback`, looked for only when the user has a live one), or a
+backup code.
 
 The hot path, on one pooled connection (:meth:`Database.unit`): one statement reads the user's
 active factors and how many backup codes are left, the code is checked in memory against every
@@ -19,19 +21,20 @@ from typing import Protocol
 from sparekey.crypto.aead import DecryptionError
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import UserNotFoundError
-from sparekey.domain.models import SYSTEM, Caller, ThrottleState, VerifyResult
+from sparekey.domain.models import SYSTEM, Caller, FactorType, ThrottleState, VerifyResult
 from sparekey.domain.ports import Clock
 from sparekey.protocols import backup_codes as backup_code_format
 from sparekey.services.assurance import AssuranceService
 from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.backup_codes import BackupCodeService
+from sparekey.services.fallback import FallbackService
 from sparekey.services.otp import Match, OtpPolicy, match_code, open_secret
 from sparekey.services.throttle import Throttle
 from sparekey.storage import factors as factors_repo
 from sparekey.storage import throttle as throttle_repo
 from sparekey.storage import users as users_repo
 from sparekey.storage.database import Database, Unit
-from sparekey.storage.factors import OtpFactor
+from sparekey.storage.factors import OtpFactor, VerifyState
 
 __all__ = ["BACKUP_CODE", "VerificationService"]
 
@@ -61,7 +64,9 @@ class VerificationService:
         auditor: Auditor,
         assurance: AssuranceService,
         on_sign_in: SignInHook | None = None,
+        fallback: FallbackService | None = None,
     ) -> None:
+        self._fallback = fallback
         self._on_sign_in = on_sign_in
         self._assurance = assurance
         self._db = db
@@ -77,7 +82,8 @@ class VerificationService:
         result = self._verify(user_id, code, caller)
         if not result.verified:
             return result
-        return replace(result, assurance_token=self._assurance.issue(user_id))
+        weak = result.factor_type in (FactorType.EMAIL.value, FactorType.SMS.value)
+        return replace(result, assurance_token=self._assurance.issue(user_id, fallback=weak))
 
     def _verify(self, user_id: str, code: str, caller: Caller) -> VerifyResult:
         text = code.strip()
@@ -101,7 +107,7 @@ class VerificationService:
     def _verify_otp(self, user_id: str, code: str, caller: Caller) -> VerifyResult:
         now = self._clock.now()
         with self._db.unit() as unit:
-            state = factors_repo.verify_state(unit, user_id)
+            state = factors_repo.verify_state(unit, user_id, now=now)
             if state is None:
                 raise UserNotFoundError(user_id)
             self._throttle.check(state.throttle, now=now)
@@ -109,24 +115,46 @@ class VerificationService:
                 if factors_repo.advance_step(
                     unit.write(), factor.id, step=found.step, drift=found.drift, now=now
                 ):
-                    self._throttle.succeed(unit, user_id, now=now)
-                    if state.open_recovery_case and self._on_sign_in is not None:
-                        self._on_sign_in(unit, user_id, caller)
-                    details = {"factor_id": factor.id, "factor_type": factor.type.value}
-                    entry = AuditEntry(event="verify.succeeded", user_id=user_id, details=details)
-                    self._auditor.record(unit, entry, caller)
-                    return VerifyResult(
-                        verified=True,
-                        factor_id=factor.id,
-                        factor_type=factor.type.value,
-                        backup_codes_remaining=state.backup_codes_remaining,
-                    )
-            if state.factors:  # a wrong guess at a code that exists
+                    spent = (factor.id, factor.type)
+                    return self._succeeded(unit, state, user_id, spent, caller, now=now)
+            if state.live_fallback_codes and self._fallback is not None:
+                accepted = self._fallback.accept(unit, user_id, code, now=now)
+                if accepted.refused:  # fallback only: right code, but the user has better
+                    self._failed(unit.write(), user_id, "fallback_not_allowed", caller)
+                    return NOT_VERIFIED
+                if accepted.factor is not None:
+                    spent = (accepted.factor.factor_id, accepted.factor.factor_type)
+                    return self._succeeded(unit, state, user_id, spent, caller, now=now)
+            if state.factors or state.live_fallback_codes:  # a wrong guess at a code that exists
                 engaged = self._throttle.fail(unit, user_id, now=now)
                 if engaged is not None:
                     self._auditor.record(unit, _throttle_entry(user_id, engaged), caller)
             self._failed(unit.write(), user_id, "otp", caller)
         return NOT_VERIFIED
+
+    def _succeeded(
+        self,
+        unit: Unit,
+        state: VerifyState,
+        user_id: str,
+        factor: tuple[str, FactorType],
+        caller: Caller,
+        *,
+        now: datetime,
+    ) -> VerifyResult:
+        factor_id, type = factor
+        self._throttle.succeed(unit, user_id, now=now)
+        if state.open_recovery_case and self._on_sign_in is not None:
+            self._on_sign_in(unit, user_id, caller)
+        details = {"factor_id": factor_id, "factor_type": type.value}
+        entry = AuditEntry(event="verify.succeeded", user_id=user_id, details=details)
+        self._auditor.record(unit, entry, caller)
+        return VerifyResult(
+            verified=True,
+            factor_id=factor_id,
+            factor_type=type.value,
+            backup_codes_remaining=state.backup_codes_remaining,
+        )
 
     def _matches(
         self, factors: list[OtpFactor], code: str, *, now: datetime

@@ -19,7 +19,13 @@ from sparekey.domain.models import (
 from sparekey.protocols.rfc4226 import HashAlgorithm
 from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.recovery import OPEN_CASE_EXISTS
-from sparekey.storage.tables import backup_codes, factors, users, webauthn_credentials
+from sparekey.storage.tables import (
+    backup_codes,
+    factors,
+    fallback_codes,
+    users,
+    webauthn_credentials,
+)
 
 __all__ = [
     "FactorRecord",
@@ -108,6 +114,8 @@ def _to_record(row: Row[Any], webauthn: WebAuthnCredential | None = None) -> Fac
         last_used_at=row.last_used_at,
         expires_at=row.expires_at,
         webauthn=webauthn,
+        destination=row.destination,
+        usable_after=row.usable_after,
     )
     return FactorRecord(factor=factor, secret=row.secret, secret_key_id=row.secret_key_id)
 
@@ -132,6 +140,8 @@ def insert_factor(conn: Connection, record: FactorRecord) -> None:
             confirmed_at=f.confirmed_at,
             last_used_at=f.last_used_at,
             expires_at=f.expires_at,
+            destination=f.destination,
+            usable_after=f.usable_after,
         )
     )
 
@@ -187,6 +197,16 @@ _REMAINING_CODES = (
     .where(backup_codes.c.user_id == bindparam("user_id"), backup_codes.c.used_at.is_(None))
     .scalar_subquery()
 )
+# Codes sent by email or SMS that could still be entered: only then does verify look for one
+_LIVE_CODES = (
+    select(func.count())
+    .where(
+        fallback_codes.c.user_id == bindparam("user_id"),
+        fallback_codes.c.used_at.is_(None),
+        fallback_codes.c.expires_at > bindparam("now"),
+    )
+    .scalar_subquery()
+)
 _OTP_COLUMNS = [
     factors.c[name]
     for name in (
@@ -210,6 +230,7 @@ _VERIFY_STATE = Prepared(
         _REMAINING_CODES.label("remaining"),
         *_OTP_COLUMNS,
         OPEN_CASE_EXISTS.label("open_case"),
+        _LIVE_CODES.label("live_codes"),
     )
     .select_from(
         users.outerjoin(
@@ -237,11 +258,13 @@ class VerifyState:
     backup_codes_remaining: int
     throttle: ThrottleState
     open_recovery_case: bool = False  # a sign-in cancels it
+    live_fallback_codes: int = 0  # email or SMS codes sent, unused and unexpired
 
 
-def verify_state(target: Connection | Unit, user_id: str) -> VerifyState | None:
-    """The user's throttle, backup codes left and active factors; None if there is no such user."""
-    rows = run(target, _VERIFY_STATE, {"user_id": user_id}).fetchall()
+def verify_state(target: Connection | Unit, user_id: str, *, now: datetime) -> VerifyState | None:
+    """The user's throttle, backup codes left, active factors and live email/SMS codes; None if
+    there is no such user."""
+    rows = run(target, _VERIFY_STATE, {"user_id": user_id, "now": now}).fetchall()
     if not rows:
         return None
     first = rows[0]
@@ -267,6 +290,7 @@ def verify_state(target: Connection | Unit, user_id: str) -> VerifyState | None:
         backup_codes_remaining=int(first[3]),
         throttle=throttle,
         open_recovery_case=bool(first[14]),
+        live_fallback_codes=int(first[15]),
     )
 
 

@@ -69,6 +69,12 @@ def _facts(*, stale_before: datetime, restrict: Restriction | None) -> Select[An
             func.sum(case((last_seen < literal(stale_before, UtcDateTime), 1), else_=0)).label(
                 "stale"
             ),
+            func.sum(
+                case(
+                    (factors.c.type.in_([FactorType.EMAIL.value, FactorType.SMS.value]), 1),
+                    else_=0,
+                )
+            ).label("fallback"),
         )
         .where(factors.c.status == FactorStatus.ACTIVE.value)
         .group_by(factors.c.user_id)
@@ -90,6 +96,7 @@ def _facts(*, stale_before: datetime, restrict: Restriction | None) -> Select[An
         func.coalesce(f.c.active, 0).label("active_factors"),
         func.coalesce(f.c.webauthn, 0).label("phishing_resistant_factors"),
         func.coalesce(f.c.stale, 0).label("stale_factors"),
+        func.coalesce(f.c.fallback, 0).label("fallback_factors"),
         func.coalesce(b.c.unused, 0).label("backup_codes_unused"),
         func.coalesce(b.c.used, 0).label("backup_codes_used"),
         case((users.c.backup_codes_proven_at.is_not(None), 1), else_=0).label(
@@ -112,6 +119,7 @@ _FACT_COLUMNS = (
     "backup_codes_used",
     "backup_codes_proven",
     "drilled",
+    "fallback_factors",
 )
 
 
@@ -124,6 +132,7 @@ def _to_facts(row: Row[Any]) -> ReadinessFacts:
         backup_codes_used=int(row.backup_codes_used),
         backup_codes_proven=bool(row.backup_codes_proven),
         drilled=bool(row.drilled),
+        fallback_factors=int(row.fallback_factors),
     )
 
 

@@ -108,7 +108,24 @@ factors = Table(
     Column("confirmed_at", UtcDateTime),
     Column("last_used_at", UtcDateTime),
     Column("expires_at", UtcDateTime),
+    # Email and SMS factors: the normalised address or E.164 number, and when it may get codes
+    Column("destination", String(320)),
+    Column("usable_after", UtcDateTime),
     Index(None, "user_id", "status"),
+)
+
+fallback_codes = Table(
+    "fallback_codes",
+    metadata,
+    # The one current code of an email or SMS factor (a new one replaces it), as a keyed hash
+    Column("factor_id", String(32), ForeignKey("factors.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(128), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("mac_key_id", Integer, ForeignKey("data_keys.id"), nullable=False),
+    Column("sent_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime),
+    Index(None, "user_id"),
 )
 
 webauthn_credentials = Table(

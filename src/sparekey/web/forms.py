@@ -47,6 +47,10 @@ def factor_kind(factor: Factor) -> str:
     if factor.type is FactorType.WEBAUTHN:
         info = factor.webauthn
         return "Passkey" if info is not None and info.backup_eligible else "Security key"
+    if factor.type is FactorType.SMS:
+        return "Text-message codes"
+    if factor.type is FactorType.EMAIL:
+        return "Email codes"
     return "Authenticator app" if factor.type is FactorType.TOTP else "Counter-based code (HOTP)"
 
 

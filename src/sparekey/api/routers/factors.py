@@ -7,6 +7,7 @@ has an active factor they need the ``Sparekey-Assurance`` header (see ``api/assu
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from typing import Annotated
 
 import segno
@@ -25,12 +26,16 @@ from sparekey.api.schemas import (
     FactorList,
     FactorOut,
     FactorPatch,
+    FallbackEnrollmentOut,
     ResyncBody,
+    SentCodeOut,
     UserIdPath,
 )
+from sparekey.domain.errors import InvalidInputError
 from sparekey.domain.models import FactorType, Scope
 from sparekey.protocols.otpauth import b32encode
 from sparekey.protocols.rfc4226 import HashAlgorithm
+from sparekey.services.assurance import Assurance
 
 router = APIRouter(
     prefix="/v1/users/{user_id}", tags=["factors"], dependencies=[Depends(require(Scope.MANAGE))]
@@ -43,12 +48,21 @@ def _qr_svg(qr: segno.QRCode) -> str:
     return out.getvalue().decode("utf-8")
 
 
-@router.post("/factors", status_code=status.HTTP_201_CREATED, response_model=EnrollmentOut)
+@router.post(
+    "/factors",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EnrollmentOut | FallbackEnrollmentOut,
+)
 def enroll_factor(
     user_id: UserIdPath, body: FactorCreate, app: App, key: ManageKey, assurance: Assured
-) -> EnrollmentOut:
-    """A pending TOTP/HOTP factor. Needs `Sparekey-Assurance` if the user has an active factor
-    (a step-up token, or the enrollment token of a temporary access pass)."""
+) -> EnrollmentOut | FallbackEnrollmentOut:
+    """A pending TOTP/HOTP factor, or an email/SMS factor (`address` or `phone`) whose first
+    code is sent at once, unless the user has an email/SMS factor already (then the new
+    destination waits, `usable_after`). Needs `Sparekey-Assurance` if the user has an active
+    factor (a step-up token, or the enrollment token of a temporary access pass)."""
+    kind = FactorType(body.type)
+    if kind.fallback:
+        return _enroll_fallback(user_id, kind, body, app, key, assurance)
     enrollment = app.factors.enroll(
         user_id,
         type=FactorType(body.type),
@@ -69,6 +83,31 @@ def enroll_factor(
     )
 
 
+def _enroll_fallback(
+    user_id: str,
+    kind: FactorType,
+    body: FactorCreate,
+    app: App,
+    key: ManageKey,
+    assurance: Assurance,
+) -> FallbackEnrollmentOut:
+    field = "phone" if kind is FactorType.SMS else "address"
+    destination = body.phone if kind is FactorType.SMS else body.address
+    other = body.address if kind is FactorType.SMS else body.phone
+    if not destination or other is not None:
+        raise InvalidInputError(f"a {kind.value} factor needs `{field}` (and only it)", field=field)
+    enrolled = app.fallback.enroll(
+        user_id,
+        type=kind,
+        destination=destination,
+        label=body.label,
+        caller=caller_of(key, body.context),
+        assurance=assurance,
+    )
+    sent = None if enrolled.sent is None else SentCodeOut(**asdict(enrolled.sent))
+    return FallbackEnrollmentOut(**FactorOut.of(enrolled.factor).model_dump(), code_sent=sent)
+
+
 @router.get("/factors", response_model=FactorList)
 def list_factors(user_id: UserIdPath, app: App) -> FactorList:
     return FactorList(factors=[FactorOut.of(f) for f in app.factors.list(user_id)])
@@ -80,11 +119,33 @@ def get_factor(user_id: UserIdPath, factor_id: FactorIdPath, app: App) -> Factor
 
 
 @router.patch("/factors/{factor_id}", response_model=FactorOut)
-def rename_factor(
-    user_id: UserIdPath, factor_id: FactorIdPath, body: FactorPatch, app: App, key: ManageKey
+def update_factor(
+    user_id: UserIdPath,
+    factor_id: FactorIdPath,
+    body: FactorPatch,
+    app: App,
+    key: ManageKey,
+    assurance: Assured,
 ) -> FactorOut:
+    """Rename a factor (`label`), or point an email/SMS factor at a new `address`/`phone`: a
+    sensitive change (`Sparekey-Assurance`), told to the old destination, and the new one gets no
+    code for `fallback_destination_wait_seconds`."""
     caller = caller_of(key, body.context)
-    return FactorOut.of(app.factors.rename(user_id, factor_id, label=body.label, caller=caller))
+    given = body.model_fields_set - {"context"}
+    if not given:
+        raise InvalidInputError("give a `label`, or a new `phone` or `address`", field="label")
+    factor = None
+    destination = body.phone if "phone" in given else body.address
+    if {"phone", "address"} & given:
+        if destination is None or {"phone", "address"} <= given:
+            raise InvalidInputError("give one new `phone` or `address`", field="phone")
+        factor = app.fallback.change_destination(
+            user_id, factor_id, destination=destination, caller=caller, assurance=assurance
+        )
+    if "label" in given:
+        factor = app.factors.rename(user_id, factor_id, label=body.label, caller=caller)
+    assert factor is not None
+    return FactorOut.of(factor)
 
 
 @router.delete(
@@ -137,10 +198,15 @@ def confirm_factor(
     `Sparekey-Assurance` if the user has an active factor. The code just checked is a fresh
     verification, so the answer carries an `assurance_token` as verify's does."""
     caller = caller_of(key, body.context)
-    confirmed = app.factors.confirm(
-        user_id, factor_id, code=body.code, caller=caller, assurance=assurance
-    )
-    token = app.assurance.issue(user_id)
+    if app.factors.get(user_id, factor_id).type.fallback:
+        confirmed = app.fallback.confirm(
+            user_id, factor_id, code=body.code, caller=caller, assurance=assurance
+        )
+    else:
+        confirmed = app.factors.confirm(
+            user_id, factor_id, code=body.code, caller=caller, assurance=assurance
+        )
+    token = app.assurance.issue(user_id, fallback=confirmed.type.fallback)
     return ConfirmedFactorOut(**FactorOut.of(confirmed).model_dump(), assurance_token=token)
 
 
