@@ -179,10 +179,43 @@ def test_a_changed_number_gets_no_code_before_the_wait_ends(
     assert_problem(waiting, 409, "destination-waiting")
     assert waiting.json()["until"]
     assert sms_codes(sms, NEW_PHONE) == []
+    assert verify(client, sms_codes(sms)[-1]) == {"verified": False}, "the old number stopped"
     clock.advance(86_400)
     assert client.post(f"/v1/users/alice/factors/{factor_id}/send").status_code == 200
-    assert verify(client, sms_codes(sms, NEW_PHONE)[-1])["verified"] is True
+    assert verify(client, sms_codes(sms, NEW_PHONE)[-1]) == {"verified": False}
     assert "factor.destination_changed" in events(client)
+
+
+def test_a_changed_number_signs_in_only_once_confirmed_after_the_wait(
+    client: TestClient, sms: Provider, clock: FixedClock
+) -> None:
+    create_user(client)
+    factor_id = enroll_sms(client, sms)
+    client.post(f"/v1/users/alice/factors/{factor_id}/send")
+    headers = step_up(client, sms_codes(sms)[-1])
+    changed = client.patch(
+        f"/v1/users/alice/factors/{factor_id}", json={"phone": NEW_PHONE}, headers=headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["destination_unconfirmed"] is True
+    assert changed.json()["status"] == "active"
+    early = client.post(f"/v1/users/alice/factors/{factor_id}/confirm", json={"code": "123456"})
+    assert_problem(early, 422, "code-rejected")
+    clock.advance(86_400)
+    assert client.post(f"/v1/users/alice/factors/{factor_id}/send").status_code == 200
+    [confirmation] = sms_codes(sms, NEW_PHONE)
+    assert verify(client, confirmation) == {"verified": False}, "a confirmation code, not a sign-in"
+    confirmed = client.post(
+        f"/v1/users/alice/factors/{factor_id}/confirm", json={"code": confirmation}
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["destination_unconfirmed"] is False
+    assert confirmed.json()["status"] == "active"
+    again = client.post(f"/v1/users/alice/factors/{factor_id}/confirm", json={"code": confirmation})
+    assert_problem(again, 409, "factor-state")
+    assert client.post(f"/v1/users/alice/factors/{factor_id}/send").status_code == 200
+    assert verify(client, sms_codes(sms, NEW_PHONE)[-1])["verified"] is True
+    assert "factor.destination_confirmed" in events(client)
 
 
 def test_a_change_needs_step_up(client: TestClient, sms: Provider) -> None:
@@ -294,3 +327,74 @@ def test_a_failing_gateway_is_a_502_and_nothing_is_sent(
             assert "fallback_code.sent" not in seen
     finally:
         app.close()
+
+
+# -- send limits and a disabled policy -----------------------------------------------------------
+
+
+def test_the_per_destination_limit_is_a_429_and_sends_nothing(
+    client: TestClient, sms: Provider
+) -> None:
+    create_user(client)
+    factor_id = enroll_sms(client, sms)  # the confirmation code: the first of three
+    for _ in range(2):
+        assert client.post(f"/v1/users/alice/factors/{factor_id}/send").status_code == 200
+    received = len(sms.requests)
+    limited = client.post(f"/v1/users/alice/factors/{factor_id}/send")
+    body = assert_problem(limited, 429, "send-limited")
+    assert "phone number or address" in str(body["detail"])
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert len(sms.requests) == received, "a code past the limit is not sent"
+    assert PHONE not in limited.text
+
+
+def test_the_per_user_limit_is_a_429_and_sends_nothing(
+    client: TestClient, sms: Provider, smtp: SmtpReceiver
+) -> None:
+    create_user(client)
+    pending = client.post("/v1/users/alice/factors", json={"type": "sms", "phone": PHONE})
+    assert pending.status_code == 201, pending.text  # 1 code for alice
+    sms_id = pending.json()["id"]
+    for _ in range(2):  # 3 for alice, 3 to the phone
+        assert client.post(f"/v1/users/alice/factors/{sms_id}/send").status_code == 200
+    mail = client.post(
+        "/v1/users/alice/factors", json={"type": "email", "address": "alice@example.com"}
+    )
+    assert mail.status_code == 201, mail.text  # 4 for alice, 1 to the address
+    email_id = mail.json()["id"]
+    assert client.post(f"/v1/users/alice/factors/{email_id}/send").status_code == 200  # 5
+    texts, mails = len(sms.requests), len(smtp.mails)
+    limited = client.post(f"/v1/users/alice/factors/{email_id}/send")
+    body = assert_problem(limited, 429, "send-limited")
+    assert "this user" in str(body["detail"]), "the address itself is under its own limit"
+    assert (len(sms.requests), len(smtp.mails)) == (texts, mails)
+
+
+def test_disabling_the_channels_refuses_sending_and_voids_live_codes(
+    client: TestClient,
+    sms: Provider,
+    settings: Settings,
+    clock: FixedClock,
+    admin_token: str,
+) -> None:
+    from sparekey.api import create_app
+    from sparekey.runtime import Sparekey
+
+    create_user(client)
+    factor_id = enroll_sms(client, sms)
+    assert client.post(f"/v1/users/alice/factors/{factor_id}/send").status_code == 200
+    code = sms_codes(sms)[-1]
+    disabled = Sparekey.open(
+        settings.model_copy(update={"fallback_channels": "disabled"}), clock=clock
+    )
+    try:
+        with TestClient(create_app(disabled), raise_server_exceptions=False) as off:
+            off.headers["Authorization"] = f"Bearer {admin_token}"
+            received = len(sms.requests)
+            refused = off.post(f"/v1/users/alice/factors/{factor_id}/send")
+            assert_problem(refused, 403, "fallback-disabled")
+            assert len(sms.requests) == received
+            assert verify(off, code) == {"verified": False}
+    finally:
+        disabled.close()
+    assert verify(client, code)["verified"] is True, "refused, not spent, while disabled"

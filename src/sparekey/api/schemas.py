@@ -171,6 +171,11 @@ class FactorOut(BaseModel):
     usable_after: datetime | None = Field(
         default=None, description="Email and SMS factors: a new destination gets no code before"
     )
+    destination_unconfirmed: bool = Field(
+        default=False,
+        description="Email and SMS factors: a changed destination signs in only once a code sent "
+        "there after `usable_after` was confirmed (`POST .../confirm`)",
+    )
 
     @classmethod
     def of(cls, factor: Factor) -> FactorOut:
@@ -203,6 +208,7 @@ class FactorOut(BaseModel):
             webauthn=webauthn,
             destination=mask(factor.type, factor.destination),
             usable_after=factor.usable_after,
+            destination_unconfirmed=factor.destination_unconfirmed,
         )
 
 

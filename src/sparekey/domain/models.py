@@ -101,6 +101,7 @@ class Factor:
     webauthn: WebAuthnCredential | None = None
     destination: str | None = None  # email and SMS: the normalised address or E.164 number
     usable_after: datetime | None = None  # email and SMS: no code goes there before this
+    destination_unconfirmed: bool = False  # email and SMS: changed, not yet confirmed by a code
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -224,34 +224,45 @@ class FallbackService:
         caller: Caller = SYSTEM,
         assurance: Assurance = NO_ASSURANCE,
     ) -> Factor:
-        """Activate a pending email or SMS factor with the code sent to its destination."""
+        """Activate a pending email or SMS factor with the code sent to its destination, or
+        confirm an active one's changed destination with the first code sent there after the
+        wait. The latter needs no step-up: the change was stepped up, the code proves the rest."""
         now = self._clock.now()
         factor = self._get(user_id, factor_id)
         self._sender(factor.type)
-        if factor.status is not FactorStatus.PENDING:
+        changed = factor.status is FactorStatus.ACTIVE and factor.destination_unconfirmed
+        if factor.status is not FactorStatus.PENDING and not changed:
             raise FactorStateError("this factor is already confirmed")
-        if factor.expires_at is not None and factor.expires_at <= now:
+        if not changed and factor.expires_at is not None and factor.expires_at <= now:
             raise FactorExpiredError()
         with self._db.write() as conn:
-            self._assurance.require(
-                conn,
-                user_id,
-                operation=Operation.CONFIRM_FACTOR,
-                assurance=assurance,
-                caller=caller,
-            )
+            if not changed:
+                self._assurance.require(
+                    conn,
+                    user_id,
+                    operation=Operation.CONFIRM_FACTOR,
+                    assurance=assurance,
+                    caller=caller,
+                )
             found = self._match(repo.live_codes(conn, user_id, now=now, factor_id=factor_id), code)
             if not found or not repo.use_code(conn, factor_id, digest=found[0][1], now=now):
                 raise CodeRejectedError()
-            if not repo.activate_factor(conn, factor_id, now=now):
-                raise FactorStateError("this factor was confirmed or removed in the meantime")
-            self._audit(conn, "factor.confirmed", factor, caller)
+            if changed:
+                assert factor.destination is not None
+                if not repo.confirm_destination(conn, factor_id, destination=factor.destination):
+                    raise FactorStateError("this factor was changed or removed in the meantime")
+                self._audit(conn, "factor.destination_confirmed", factor, caller)
+            else:
+                if not repo.activate_factor(conn, factor_id, now=now):
+                    raise FactorStateError("this factor was confirmed or removed in the meantime")
+                self._audit(conn, "factor.confirmed", factor, caller)
         return self._get(user_id, factor_id)
 
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, user_id: str, factor_id: str, *, caller: Caller = SYSTEM) -> SentCode:
-        """A fresh code to the factor's destination, voiding the one before it."""
+        """A fresh code to the factor's destination, voiding the one before it: a confirmation
+        code while the factor is pending or its changed destination unconfirmed."""
         now = self._clock.now()
         factor = self._get(user_id, factor_id)
         self._sender(factor.type)
@@ -260,6 +271,8 @@ class FallbackService:
         if factor.status is FactorStatus.PENDING:
             if factor.expires_at is not None and factor.expires_at <= now:
                 raise FactorExpiredError()
+        elif factor.destination_unconfirmed:
+            pass  # a confirmation code for the changed destination, never a sign-in code
         elif self.policy.mode == "fallback_only":
             with self._db.read() as conn:
                 stronger = repo.stronger_factor_exists(conn, user_id)
@@ -341,7 +354,8 @@ class FallbackService:
         assurance: Assurance = NO_ASSURANCE,
     ) -> Factor:
         """Point an email or SMS factor at a new destination: a sensitive change (step-up), told
-        to the old destination first, and the new one receives no code for the waiting period."""
+        to the old destination first; the new one receives no code for the waiting period, then
+        signs in only once a code sent there was confirmed (:meth:`confirm`)."""
         now = self._clock.now()
         factor = self._get(user_id, factor_id)
         sender = self._sender(factor.type)

@@ -116,6 +116,7 @@ def _to_record(row: Row[Any], webauthn: WebAuthnCredential | None = None) -> Fac
         webauthn=webauthn,
         destination=row.destination,
         usable_after=row.usable_after,
+        destination_unconfirmed=bool(row.destination_unconfirmed),
     )
     return FactorRecord(factor=factor, secret=row.secret, secret_key_id=row.secret_key_id)
 
@@ -142,6 +143,7 @@ def insert_factor(conn: Connection, record: FactorRecord) -> None:
             expires_at=f.expires_at,
             destination=f.destination,
             usable_after=f.usable_after,
+            destination_unconfirmed=f.destination_unconfirmed,
         )
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, false, insert, or_, select, update
 
 from sparekey.domain.models import FactorStatus, FactorType
 from sparekey.storage.prepared import Prepared, Unit, run
@@ -20,6 +20,7 @@ __all__ = [
     "LiveCode",
     "activate_factor",
     "change_destination",
+    "confirm_destination",
     "live_codes",
     "store_code",
     "stronger_factor_exists",
@@ -94,7 +95,11 @@ _LIVE_WHERE = (
 _LIVE_ACTIVE = Prepared(
     select(*_LIVE_COLUMNS)
     .join(factors, factors.c.id == fallback_codes.c.factor_id)
-    .where(*_LIVE_WHERE, factors.c.status == FactorStatus.ACTIVE.value)
+    .where(
+        *_LIVE_WHERE,
+        factors.c.status == FactorStatus.ACTIVE.value,
+        factors.c.destination_unconfirmed == false(),
+    )
     .order_by(fallback_codes.c.factor_id)
 )
 _LIVE_ONE = Prepared(
@@ -112,7 +117,8 @@ def live_codes(
     target: Connection | Unit, user_id: str, *, now: datetime, factor_id: str | None = None
 ) -> list[LiveCode]:
     """The user's unused, unexpired codes whose factor's waiting period is over: of active
-    factors (sign-in), or of ``factor_id`` whatever its state but lost (its confirmation)."""
+    factors whose destination is confirmed (sign-in), or of ``factor_id`` whatever its state but
+    lost (its confirmation, or its changed destination's)."""
     params: dict[str, object] = {"user_id": user_id, "now": now}
     if factor_id is not None:
         params["factor_id"] = factor_id
@@ -164,7 +170,12 @@ def activate_factor(conn: Connection, factor_id: str, *, now: datetime) -> bool:
             factors.c.status == FactorStatus.PENDING.value,
             factors.c.expires_at > now,
         )
-        .values(status=FactorStatus.ACTIVE.value, confirmed_at=now, expires_at=None)
+        .values(
+            status=FactorStatus.ACTIVE.value,
+            confirmed_at=now,
+            expires_at=None,
+            destination_unconfirmed=False,
+        )
     )
     return result.rowcount == 1
 
@@ -178,8 +189,8 @@ def change_destination(
     new: str,
     usable_after: datetime,
 ) -> bool:
-    """Point the factor at ``new`` from ``usable_after`` on, if it still points at ``old``; its
-    outstanding code is voided."""
+    """Point the factor at ``new`` from ``usable_after`` on, unconfirmed, if it still points at
+    ``old``; its outstanding code is voided."""
     result = conn.execute(
         update(factors)
         .where(
@@ -187,12 +198,27 @@ def change_destination(
             factors.c.user_id == user_id,
             factors.c.destination == old,
         )
-        .values(destination=new, usable_after=usable_after)
+        .values(destination=new, usable_after=usable_after, destination_unconfirmed=True)
     )
     if result.rowcount != 1:
         return False
     void_code(conn, factor_id)
     return True
+
+
+def confirm_destination(conn: Connection, factor_id: str, *, destination: str) -> bool:
+    """Mark an active factor's changed destination confirmed, if it still is ``destination``."""
+    result = conn.execute(
+        update(factors)
+        .where(
+            factors.c.id == factor_id,
+            factors.c.status == FactorStatus.ACTIVE.value,
+            factors.c.destination == destination,
+            factors.c.destination_unconfirmed.is_(True),
+        )
+        .values(destination_unconfirmed=False)
+    )
+    return result.rowcount == 1
 
 
 _STRONGER = Prepared(

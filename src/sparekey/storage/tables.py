@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 
@@ -111,6 +112,8 @@ factors = Table(
     # Email and SMS factors: the normalised address or E.164 number, and when it may get codes
     Column("destination", String(320)),
     Column("usable_after", UtcDateTime),
+    # A changed destination gets no sign-in code until a code sent there is confirmed
+    Column("destination_unconfirmed", Boolean, nullable=False, server_default=false()),
     Index(None, "user_id", "status"),
 )
 

@@ -195,8 +195,10 @@ def confirm_factor(
     assurance: Assured,
 ) -> ConfirmedFactorOut:
     """Activate a pending factor with its first code; like enrolling, needs
-    `Sparekey-Assurance` if the user has an active factor. The code just checked is a fresh
-    verification, so the answer carries an `assurance_token` as verify's does."""
+    `Sparekey-Assurance` if the user has an active factor. Also confirms an email or SMS factor's
+    changed destination (`destination_unconfirmed`) with a code sent there after the wait; that
+    needs no step-up (the change had one). The code just checked is a fresh verification, so the
+    answer carries an `assurance_token` as verify's does."""
     caller = caller_of(key, body.context)
     if app.factors.get(user_id, factor_id).type.fallback:
         confirmed = app.fallback.confirm(
