@@ -192,6 +192,8 @@ class Sparekey:
             policy=_recovery_policy(settings),
             assurance=self.assurance,
             backup_codes=self.backup_codes,
+            fallback=self.fallback,
+            throttle=self.throttle,
         )
         self.sessions = SessionService(
             db=db,

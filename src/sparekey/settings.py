@@ -104,8 +104,12 @@ class Settings(BaseSettings):
     )
     webauthn_challenge_seconds: int = Field(default=300, ge=30, le=3600)
     recovery_checklist: str = Field(
-        default="government_id,video_call,known_phone_callback,manager_confirmation,employee_record",
-        description="comma-separated evidence an operator may record as checked",
+        default=(
+            "government_id,video_call,known_phone_callback,manager_confirmation,employee_record,"
+            "fallback_code"
+        ),
+        description="comma-separated evidence an operator may record as checked; "
+        "`fallback_code` only once an email/SMS code was checked inside the case",
     )
     recovery_min_evidence: int = Field(default=2, ge=1, le=10)
     recovery_admin_approvals: int = Field(default=1, ge=1, le=5)

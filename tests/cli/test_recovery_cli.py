@@ -36,6 +36,9 @@ def test_operators_and_a_case_on_the_command_line(tmp_path: Path) -> None:
     assert "only an operator with the role admin" in own.stderr
     shown = json.loads(run("recovery", "show", case_id, data_dir=data).stdout)
     assert shown["state"] == "requested"
+    no_code = run("recovery", "fallback-code", "send", case_id, "--operator", "hank", data_dir=data)
+    assert no_code.returncode == 1
+    assert "no active email or SMS factor" in no_code.stderr
 
 
 def test_break_glass_is_loud(tmp_path: Path) -> None:

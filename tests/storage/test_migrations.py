@@ -32,7 +32,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def test_upgrade_matches_the_tables_then_downgrade_leaves_nothing(empty_url: str) -> None:
     db = Database(empty_url)
     db.migrate()
-    assert db.current_revision() == "0012"
+    assert db.current_revision() == "0013"
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == [], "migrations and storage/tables.py disagree"
@@ -40,5 +40,5 @@ def test_upgrade_matches_the_tables_then_downgrade_leaves_nothing(empty_url: str
     with db.engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
     db.migrate()
-    assert db.current_revision() == "0012"
+    assert db.current_revision() == "0013"
     db.dispose()

@@ -146,6 +146,13 @@ _TYPES = [
         "The recovery case's state does not allow this step (steps cannot be skipped, and a "
         "closed case cannot be resumed); `detail` says which state it is in.",
     ),
+    ProblemType(
+        "fallback-evidence-missing",
+        409,
+        "No code was checked in this case",
+        "`fallback_code` may be recorded as identity evidence only after an email or SMS code "
+        "sent inside the case was checked (`POST .../fallback-code/check`).",
+    ),
     ProblemType("case-not-found", 404, "Recovery case not found", "No recovery case has this id."),
     ProblemType("conflict", 409, "Conflict", "The request conflicts with the current state."),
     ProblemType(
@@ -304,6 +311,7 @@ _ERROR_SLUGS: list[tuple[type[errors.SparekeyError], str]] = [
     (errors.FactorStateError, "factor-state"),
     (errors.LastFactorError, "last-factor"),
     (errors.DestinationWaitingError, "destination-waiting"),
+    (errors.FallbackEvidenceMissingError, "fallback-evidence-missing"),
     (errors.RecoveryStateError, "recovery-state"),
     (errors.PreconditionFailedError, "precondition-failed"),
     (errors.PreconditionRequiredError, "precondition-required"),

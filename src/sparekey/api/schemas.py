@@ -469,6 +469,10 @@ class RecoveryCaseOut(BaseModel):
     closed_at: datetime | None
     closed_by: str | None
     close_reason: str | None
+    fallback_verified_at: datetime | None = Field(
+        description="When the user proved a code sent inside the case (`fallback_code` evidence)"
+    )
+    fallback_factor_id: str | None = Field(description="The email/SMS factor that code went to")
 
     @classmethod
     def of(cls, case: RecoveryCase) -> RecoveryCaseOut:
@@ -491,6 +495,8 @@ class RecoveryCaseOut(BaseModel):
             closed_at=case.closed_at,
             closed_by=case.closed_by,
             close_reason=case.close_reason,
+            fallback_verified_at=case.fallback_verified_at,
+            fallback_factor_id=case.fallback_factor_id,
         )
 
 
@@ -506,6 +512,21 @@ class CaseCreate(Body):
 
 class EvidenceBody(Body):
     evidence: list[Annotated[str, Field(max_length=64)]] = Field(max_length=20)
+
+
+class FallbackCodeBody(Body):
+    factor_id: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The user's email/SMS factor to send to; needed when they have several",
+    )
+
+
+class FallbackCheckOut(BaseModel):
+    verified: bool
+    case: RecoveryCaseOut | None = Field(
+        default=None, description="The case, with the evidence recorded (when verified)"
+    )
 
 
 class ReasonBody(Body):

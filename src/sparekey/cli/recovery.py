@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from sparekey.cli.common import OPERATOR, DataDir, friendly_errors, open_sparekey
+from sparekey.cli.common import OPERATOR, DataDir, fail, friendly_errors, open_sparekey
 from sparekey.domain.models import CaseState, OperatorRole, RecoveryCase
 
 __all__ = ["admin_app", "recovery_app"]
@@ -180,6 +180,56 @@ def recovery_verify_identity(
     finally:
         sparekey.close()
     typer.echo(_show(case))
+
+
+fallback_code_app = typer.Typer(
+    help="An email/SMS code as identity evidence, before verify-identity.", no_args_is_help=True
+)
+recovery_app.add_typer(fallback_code_app, name="fallback-code")
+
+
+@fallback_code_app.command("send")
+@friendly_errors
+def recovery_fallback_code_send(
+    case_id: str,
+    operator: OperatorName,
+    factor: Annotated[
+        str | None, typer.Option(help="The user's email/SMS factor [their only one]")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Send a code to the user's email/SMS factor (even under fallback_only)."""
+    sparekey = open_sparekey(data_dir)
+    try:
+        caller = sparekey.operators.caller(operator)
+        sent = sparekey.recovery.send_fallback_code(case_id, factor_id=factor, caller=caller)
+    finally:
+        sparekey.close()
+    typer.echo(
+        f"Sent a code to {sent.destination} ({sent.factor_id}), valid until "
+        f"{sent.expires_at.isoformat()}."
+    )
+
+
+@fallback_code_app.command("check")
+@friendly_errors
+def recovery_fallback_code_check(
+    case_id: str,
+    operator: OperatorName,
+    code: Annotated[str, typer.Option(help="The code the user reads out")],
+    data_dir: DataDir = None,
+) -> None:
+    """Spend the code; right: the case records `fallback_code` evidence (not a sign-in)."""
+    sparekey = open_sparekey(data_dir)
+    try:
+        caller = sparekey.operators.caller(operator)
+        case = sparekey.recovery.check_fallback_code(case_id, code=code, caller=caller)
+    finally:
+        sparekey.close()
+    if case is None:
+        fail("the code is not right (or was used, or expired); the attempt was counted")
+    else:
+        typer.echo(_show(case))
 
 
 @recovery_app.command("approve")

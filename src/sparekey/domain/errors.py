@@ -139,6 +139,17 @@ class RecoveryStateError(ConflictError):
     """A recovery case is not in a state that allows this step."""
 
 
+class FallbackEvidenceMissingError(RecoveryStateError):
+    """``fallback_code`` claimed as identity evidence, but no email/SMS code was checked inside
+    the case."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "fallback_code is recorded only after the user proved a code sent inside this case "
+            "(fallback-code/check)"
+        )
+
+
 class CaseNotFoundError(NotFoundError):
     def __init__(self, case_id: str) -> None:
         super().__init__(f"no recovery case {case_id!r}")

@@ -283,3 +283,5 @@ class RecoveryCase:
     closed_at: datetime | None
     closed_by: str | None
     close_reason: str | None
+    fallback_verified_at: datetime | None = None  # a code checked inside the case
+    fallback_factor_id: str | None = None

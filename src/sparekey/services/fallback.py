@@ -286,7 +286,13 @@ class FallbackService:
         return self._send(factor, caller, now=now)
 
     def _send(
-        self, factor: Factor, caller: Caller, *, now: datetime, enrolling: bool = False
+        self,
+        factor: Factor,
+        caller: Caller,
+        *,
+        now: datetime,
+        enrolling: bool = False,
+        also: AuditEntry | None = None,
     ) -> SentCode:
         assert factor.destination is not None
         sender = self._sender(factor.type)
@@ -334,6 +340,8 @@ class FallbackService:
             if not stored:
                 raise FactorStateError("this factor was removed or changed while the code was sent")
             self._audit(conn, "fallback_code.sent", factor, caller, delivery=delivery)
+            if also is not None:
+                self._auditor.record(conn, also, caller)
         return SentCode(
             factor_id=factor.id,
             destination=shown or "",
@@ -341,6 +349,75 @@ class FallbackService:
             sent_at=now,
             expires_at=expires_at,
         )
+
+    # -- identity evidence inside a recovery case (decision 0016) -----------------------------
+
+    def send_for_recovery(
+        self, user_id: str, factor_id: str | None, *, case_id: str, caller: Caller
+    ) -> SentCode:
+        """A code to the user's active, confirmed, usable email/SMS factor (the only one, or
+        ``factor_id``) for an open recovery case: ``fallback_only`` does not stop it (the case is
+        why), ``disabled`` does. Limits, storage and failures as :meth:`send`."""
+        if self.policy.mode == "disabled":
+            raise FallbackDisabledError("email and SMS codes are disabled on this server")
+        now = self._clock.now()
+        with self._db.read() as conn:
+            if not users_repo.user_exists(conn, user_id):
+                raise UserNotFoundError(user_id)
+            records = factors_repo.list_factors(conn, user_id, now=now)
+        usable = [
+            r.factor
+            for r in records
+            if r.factor.type.fallback
+            and r.factor.status is FactorStatus.ACTIVE
+            and not r.factor.destination_unconfirmed
+            and (r.factor.usable_after is None or r.factor.usable_after <= now)
+        ]
+        if factor_id is not None:
+            named = [f for f in usable if f.id == factor_id]
+            if not named:
+                if not any(r.factor.id == factor_id for r in records):
+                    raise FactorNotFoundError(factor_id)
+                raise FactorStateError(
+                    "this factor is not an active email or SMS factor with a confirmed, usable "
+                    "destination"
+                )
+            factor = named[0]
+        elif len(usable) == 1:
+            factor = usable[0]
+        elif not usable:
+            raise FactorStateError(
+                "this user has no active email or SMS factor with a confirmed, usable destination"
+            )
+        else:
+            raise InvalidInputError(
+                f"this user has {len(usable)} email/SMS factors: name one", field="factor_id"
+            )
+        also = AuditEntry(
+            event="recovery.fallback_code_sent",
+            user_id=user_id,
+            details={
+                "case_id": case_id,
+                "factor_id": factor.id,
+                "factor_type": factor.type.value,
+                "destination": mask(factor.type, factor.destination),
+            },
+        )
+        return self._send(factor, caller, now=now, also=also)
+
+    def spend_for_recovery(
+        self, unit: Unit, user_id: str, code: str, *, now: datetime
+    ) -> LiveCode | None:
+        """Spend ``code`` if it is the live code of one of the user's active email/SMS factors,
+        whatever ``fallback_only`` says (the caller holds an open recovery case); not a sign-in."""
+        if self.policy.mode == "disabled" or not (code.isascii() and code.isdigit()):
+            return None
+        if not 6 <= len(code) <= 8:
+            return None
+        for live, digest in self._match(repo.live_codes(unit, user_id, now=now), code):
+            if repo.use_code(unit.write(), live.factor_id, digest=digest, now=now):
+                return live
+        return None
 
     # -- changing the destination -------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,8 @@ from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import (
     CaseNotFoundError,
     ConflictError,
+    FallbackDisabledError,
+    FallbackEvidenceMissingError,
     InvalidInputError,
     PermissionDeniedError,
     RecoveryStateError,
@@ -64,12 +66,18 @@ from sparekey.storage import users as users_repo
 from sparekey.storage.database import Database
 from sparekey.storage.prepared import Unit
 
+if TYPE_CHECKING:
+    from sparekey.services.fallback import FallbackService, SentCode
+    from sparekey.services.throttle import Throttle
+
 __all__ = [
     "BackupCodeIssuer",
     "IssuedPass",
     "RecoveryPolicy",
     "RecoveryService",
 ]
+
+FALLBACK_EVIDENCE = "fallback_code"  # the checklist item an email/SMS code inside the case backs
 
 PASS_LENGTH = 20  # Crockford base32 characters: 100 bits
 _PASS_LABEL = "temporary-access-pass"  # noqa: S105 (a MAC domain label)
@@ -132,7 +140,11 @@ class RecoveryService:
         policy: RecoveryPolicy,
         assurance: AssuranceService,
         backup_codes: BackupCodeIssuer,
+        fallback: FallbackService | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
+        self._fallback = fallback
+        self._throttle = throttle
         self._db = db
         self._keyring = keyring
         self._clock = clock
@@ -228,6 +240,8 @@ class RecoveryService:
             )
         with self._db.write() as conn:
             case = self._current(conn, case_id, caller, lock=True)
+            if FALLBACK_EVIDENCE in checked and case.fallback_verified_at is None:
+                raise FallbackEvidenceMissingError()
             self._move(
                 conn,
                 case,
@@ -238,6 +252,90 @@ class RecoveryService:
                 verified_by=caller.label,
             )
             return self._current(conn, case_id, caller)
+
+    def send_fallback_code(
+        self, case_id: str, *, factor_id: str | None, caller: Caller
+    ) -> SentCode:
+        """Before identity is verified, a code to the user's email/SMS factor, as evidence that
+        they hold its destination; ``fallback_only`` does not stop it, ``disabled`` does."""
+        self._require_operator(caller, _OPERATOR_ROLES, "send a code inside a recovery case")
+        fallback = self._require_fallback()
+        with self._db.write() as conn:
+            case = self._requested(conn, case_id, caller)
+        return fallback.send_for_recovery(case.user_id, factor_id, case_id=case.id, caller=caller)
+
+    def check_fallback_code(
+        self, case_id: str, *, code: str, caller: Caller
+    ) -> RecoveryCase | None:
+        """Spend a code sent inside the case: the updated case when it was right, None when not.
+        Not a sign-in (the case stays open, no assurance token); a wrong code counts against the
+        user's throttle as any guess does."""
+        self._require_operator(caller, _OPERATOR_ROLES, "check a code inside a recovery case")
+        fallback = self._require_fallback()
+        throttle = self._throttle
+        assert throttle is not None
+        with self._db.write() as conn:
+            case = self._requested(conn, case_id, caller)
+        now = self._clock.now()
+        text = code.strip()
+        with self._db.unit() as unit:
+            state = factors_repo.verify_state(unit, case.user_id, now=now)
+            if state is None:
+                raise CaseNotFoundError(case_id)
+            throttle.check(state.throttle, now=now)
+            spent = fallback.spend_for_recovery(unit, case.user_id, text, now=now)
+            if spent is None:
+                engaged = throttle.fail(unit, case.user_id, now=now)
+                if engaged is not None:
+                    until = engaged.locked_until.isoformat() if engaged.locked_until else None
+                    details = {
+                        "failures": engaged.failures,
+                        "locked_until": until,
+                        "suspended": engaged.suspended_at is not None,
+                    }
+                    entry = AuditEntry(
+                        event="throttle.engaged",
+                        outcome="failure",
+                        user_id=case.user_id,
+                        details=details,
+                    )
+                    self._auditor.record(unit, entry, caller)
+                failed = AuditEntry(
+                    event="recovery.fallback_code_failed",
+                    outcome="failure",
+                    user_id=case.user_id,
+                    details={"case_id": case.id},
+                )
+                self._auditor.record(unit.write(), failed, caller)
+                return None
+            throttle.succeed(unit, case.user_id, now=now)
+            if not repo.record_fallback_evidence(unit, case.id, spent.factor_id, now=now):
+                raise RecoveryStateError("the case is no longer requested; reload it and try again")
+            entry = AuditEntry(
+                event="recovery.fallback_code_verified",
+                user_id=case.user_id,
+                details={
+                    "case_id": case.id,
+                    "factor_id": spent.factor_id,
+                    "factor_type": spent.factor_type.value,
+                },
+            )
+            self._auditor.record(unit, entry, caller)
+        return self.get(case_id)
+
+    def _requested(self, conn: Connection, case_id: str, caller: Caller) -> RecoveryCase:
+        case = self._current(conn, case_id, caller)
+        if case.state is not CaseState.REQUESTED:
+            raise RecoveryStateError(
+                f"the case is {case.state.value}; codes are sent and checked only before the "
+                "identity is verified"
+            )
+        return case
+
+    def _require_fallback(self) -> FallbackService:
+        if self._fallback is None or self._throttle is None:
+            raise FallbackDisabledError("email and SMS codes are not available on this server")
+        return self._fallback
 
     def approve(self, case_id: str, *, caller: Caller) -> RecoveryCase:
         """An admin's approval: never the requester's or the verifier's own."""

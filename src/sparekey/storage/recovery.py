@@ -24,6 +24,7 @@ __all__ = [
     "insert_case",
     "list_cases",
     "open_case_of",
+    "record_fallback_evidence",
     "redeem_pass",
     "set_contacts",
     "stored_pass",
@@ -93,6 +94,8 @@ def _to_case(row: Row[Any], approvals: list[str]) -> RecoveryCase:
         closed_at=row.closed_at,
         closed_by=row.closed_by,
         close_reason=row.close_reason,
+        fallback_verified_at=row.fallback_verified_at,
+        fallback_factor_id=row.fallback_factor_id,
     )
 
 
@@ -177,6 +180,29 @@ def transition(
         .values(updated_at=now, **values)
     )
     return result.rowcount == 1
+
+
+_FALLBACK_EVIDENCE = Prepared(
+    update(recovery_cases)
+    .where(
+        recovery_cases.c.id == bindparam("case_id"),
+        recovery_cases.c.state == CaseState.REQUESTED.value,
+    )
+    .values(
+        fallback_verified_at=bindparam("now"),
+        fallback_factor_id=bindparam("factor_id"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+def record_fallback_evidence(
+    target: Connection | Unit, case_id: str, factor_id: str, *, now: datetime
+) -> bool:
+    """Record that the user proved to hold ``factor_id``'s destination, if the case is still
+    ``requested`` (identity not verified yet)."""
+    params = {"case_id": case_id, "factor_id": factor_id, "now": now}
+    return run(target, _FALLBACK_EVIDENCE, params).rowcount == 1
 
 
 def add_approval(conn: Connection, case_id: str, approver: str, *, now: datetime) -> int:

@@ -303,6 +303,9 @@ recovery_cases = Table(
     Column("closed_at", UtcDateTime),
     Column("closed_by", String(100)),
     Column("close_reason", String(500)),
+    # An email/SMS code the user proved to hold inside the case (identity evidence, 0016)
+    Column("fallback_verified_at", UtcDateTime),
+    Column("fallback_factor_id", String(32)),
     Index(None, "user_id", "state"),
     Index(None, "state"),
 )

@@ -4,6 +4,7 @@ application (manage scope): redeeming a temporary access pass, cancelling, trust
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import timedelta
 
 from fastapi import APIRouter, Header, Query, status
@@ -13,12 +14,15 @@ from sparekey.api.deps import AdminKey, App, ManageKey, caller_of
 from sparekey.api.schemas import (
     CaseCreate,
     CaseIdPath,
+    CodeBody,
     CompleteBody,
     CompletedOut,
     ContactApprovalBody,
     ContactsBody,
     ContactsOut,
     EvidenceBody,
+    FallbackCheckOut,
+    FallbackCodeBody,
     PassBody,
     PassOut,
     ReasonBody,
@@ -26,6 +30,7 @@ from sparekey.api.schemas import (
     RecoveryCaseOut,
     RedeemBody,
     RedeemOut,
+    SentCodeOut,
     UserIdPath,
 )
 from sparekey.domain.models import ApiKey, CaseState, RecoveryCase
@@ -72,6 +77,34 @@ def verify_identity(
     return RecoveryCaseOut.of(
         app.recovery.verify_identity(case_id, evidence=body.evidence, caller=caller)
     )
+
+
+@router.post(CASES + "/{case_id}/fallback-code", response_model=SentCodeOut)
+def send_fallback_code(
+    case_id: CaseIdPath, body: FallbackCodeBody, app: App, key: AdminKey
+) -> SentCodeOut:
+    """Before identity is verified: a code to the user's email/SMS factor (the only one, or
+    `factor_id`), even under `fallback_only`; never when `fallback_channels` is `disabled`."""
+    caller = caller_of(key, body.context)
+    sent = app.recovery.send_fallback_code(case_id, factor_id=body.factor_id, caller=caller)
+    return SentCodeOut(**asdict(sent))
+
+
+@router.post(
+    CASES + "/{case_id}/fallback-code/check",
+    response_model=FallbackCheckOut,
+    response_model_exclude_unset=True,
+)
+def check_fallback_code(
+    case_id: CaseIdPath, body: CodeBody, app: App, key: AdminKey
+) -> FallbackCheckOut:
+    """Spend the code the user reads out: single use, throttled, not a sign-in (the case stays
+    open). Right: the case records it (`fallback_code` evidence); wrong: `{"verified": false}`."""
+    caller = caller_of(key, body.context)
+    case = app.recovery.check_fallback_code(case_id, code=body.code, caller=caller)
+    if case is None:
+        return FallbackCheckOut(verified=False)
+    return FallbackCheckOut(verified=True, case=RecoveryCaseOut.of(case))
 
 
 @router.post(CASES + "/{case_id}/approve", response_model=RecoveryCaseOut)
