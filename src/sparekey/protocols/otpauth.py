@@ -135,6 +135,9 @@ def parse(uri: str) -> OtpauthUri:
         digits=5
         if otp_type is OtpType.STEAM
         else _int_param(params, "digits", 6, MIN_DIGITS, MAX_DIGITS),
-        period=_int_param(params, "period", 30, 1, 86_400),
-        counter=_int_param(params, "counter", 0, 0, (1 << 64) - 1),
+        # a period means nothing to HOTP and a counter nothing to TOTP: what to_uri() leaves out
+        period=_int_param(params, "period", 30, 1, 86_400) if otp_type is not OtpType.HOTP else 30,
+        counter=_int_param(params, "counter", 0, 0, (1 << 64) - 1)
+        if otp_type is OtpType.HOTP
+        else 0,
     )
