@@ -2,7 +2,9 @@
 
 Each code is 16 characters from Crockford's base32 alphabet (no I, L, O or U), 80 bits of entropy,
 shown in four groups of four: ``7KQF-M2XD-9RWP-HTNC``. Input is accepted in any case, with any
-spaces and dashes, and with the letters people confuse for digits (O for 0, I and L for 1).
+whitespace and ASCII dashes, and with the letters people confuse for digits (O for 0, I and L for
+1). Anything else is not a code: no other character is mapped to a letter (Unicode case mapping
+would turn a dotless i into ``I``, a sharp s into ``SS``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def format_code(code: str) -> str:
 def normalize(text: str, *, length: int = CODE_LENGTH) -> str | None:
     """The canonical form of what a person typed, or None when it cannot be a code of
     ``length`` characters (a backup code by default)."""
-    cleaned = "".join(text.split()).replace("-", "").upper().translate(_CONFUSABLE)
-    if len(cleaned) != length or not _ALLOWED.issuperset(cleaned):
+    cleaned = "".join(text.split()).replace("-", "")
+    if len(cleaned) != length or not cleaned.isascii():
+        return None
+    cleaned = cleaned.upper().translate(_CONFUSABLE)
+    if not _ALLOWED.issuperset(cleaned):
         return None
     return cleaned

@@ -13,6 +13,11 @@ deployment's policy around them:
   after the signature, so nobody without the key can raise that alarm.
 - Security keys are not guessable: no attempt here counts against the OTP throttle, and a
   successful sign-in lifts it, as a backup code does.
+- What the browser sends is hostile input. py_webauthn's own exceptions are not the only ones it
+  lets out on malformed data (a COSE key without ``x`` is a ``KeyError``, deep JSON nesting a
+  ``RecursionError``, a CBOR list where a map belongs an ``IndexError`` ...), so every call into
+  it on that input maps any failure to :class:`InvalidInputError` or
+  :class:`CredentialRejectedError`, with a one-line printable reason.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from webauthn import (
 from webauthn.authentication.verify_authentication_response import VerifiedAuthentication
 from webauthn.helpers import (
     bytes_to_base64url,
+    decode_credential_public_key,
+    decoded_public_key_to_cryptography,
     parse_attestation_object,
     parse_authentication_credential_json,
     parse_client_data_json,
@@ -92,6 +99,8 @@ REGISTRATION = "registration"
 AUTHENTICATION = "authentication"
 _TRANSPORTS = {t.value for t in AuthenticatorTransport}
 _MAX_LABEL = 100
+MAX_CREDENTIAL_ID = 1023  # bytes (WebAuthn Level 3, section 7.1: longer ones SHOULD be refused)
+_MAX_REASON = 200
 
 
 class AuthenticatorDirectory(Protocol):
@@ -300,10 +309,24 @@ class WebAuthnService:
                 require_user_verification=require_uv,
                 pem_root_certs_bytes_by_fmt=roots,
             )
-        except WebAuthnException as exc:
-            raise CredentialRejectedError(f"the registration did not verify: {exc}") from None
+        except Exception as exc:  # hostile input: see the module docstring
+            raise CredentialRejectedError(
+                f"the registration did not verify: {_reason(exc)}"
+            ) from None
         if parsed.raw_id != verified.credential_id:
             raise CredentialRejectedError("rawId is not the id of the credential created")
+        if len(verified.credential_id) > MAX_CREDENTIAL_ID:
+            raise CredentialRejectedError(
+                f"the credential id is longer than {MAX_CREDENTIAL_ID} bytes"
+            )
+        try:  # unchecked by py_webauthn without attestation; a key no assertion can verify under
+            decoded_public_key_to_cryptography(
+                decode_credential_public_key(verified.credential_public_key)
+            )
+        except Exception as exc:  # hostile input: see the module docstring
+            raise CredentialRejectedError(
+                f"the credential's public key is not usable: {_reason(exc)}"
+            ) from None
         fmt = AttestationFormat(verified.fmt)  # py_webauthn may hand back the plain string
         if policy.attestation == "direct" and fmt == AttestationFormat.NONE:
             raise CredentialRejectedError("this deployment requires attestation; none was given")
@@ -334,8 +357,10 @@ class WebAuthnService:
         policy = self.policy
         try:
             attestation = parse_attestation_object(parsed.response.attestation_object)
-        except WebAuthnException as exc:
-            raise CredentialRejectedError(f"the attestation object is malformed: {exc}") from None
+        except Exception as exc:  # hostile input: see the module docstring
+            raise CredentialRejectedError(
+                f"the attestation object is malformed: {_reason(exc)}"
+            ) from None
         data = attestation.auth_data.attested_credential_data
         if data is None:
             raise CredentialRejectedError("the response carries no credential")
@@ -484,8 +509,8 @@ class WebAuthnService:
                 credential_public_key=stored.public_key,
                 credential_current_sign_count=0,  # compared in _conclude, after the signature
             )
-        except WebAuthnException as exc:
-            return f"did not verify: {exc}"[:200]
+        except Exception as exc:  # hostile input (or a stored key no longer usable): fail closed
+            return f"did not verify: {_reason(exc)}"
 
     def _conclude(
         self,
@@ -557,19 +582,34 @@ def _descriptor(credential_id: bytes, transports: tuple[str, ...]) -> PublicKeyC
     )
 
 
+def _reason(exc: Exception) -> str:
+    """Why py_webauthn refused the input, as one printable line: its own exceptions in their
+    words, anything raised from deeper inside by its type (the message may quote the input)."""
+    if isinstance(exc, WebAuthnException):
+        text = str(exc).replace(" See __cause__ for more info", "")
+    else:
+        text = f"malformed data ({type(exc).__name__})"
+    text = "".join(char if char.isprintable() else "?" for char in text)
+    return text[:_MAX_REASON] or type(exc).__name__
+
+
 def _parse(parser: Any, credential: Mapping[str, Any]) -> Any:
     """py_webauthn's parse of the browser's JSON; any structural fault is one clear error."""
     try:
         return parser(dict(credential))
-    except (WebAuthnException, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidInputError(f"the credential is malformed: {exc}", field="credential") from None
+    except Exception as exc:  # hostile input: see the module docstring
+        raise InvalidInputError(
+            f"the credential is malformed: {_reason(exc)}", field="credential"
+        ) from None
 
 
 def _challenge_of(client_data_json: bytes) -> bytes:
     try:
         return bytes(parse_client_data_json(client_data_json).challenge)
-    except (WebAuthnException, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidInputError(f"clientDataJSON is malformed: {exc}", field="credential") from None
+    except Exception as exc:  # hostile input: see the module docstring
+        raise InvalidInputError(
+            f"clientDataJSON is malformed: {_reason(exc)}", field="credential"
+        ) from None
 
 
 def _cred_props_rk(credential: Mapping[str, Any]) -> bool | None:

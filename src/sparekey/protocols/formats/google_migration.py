@@ -61,6 +61,8 @@ _SCHEME = "otpauth-migration://"
 _SNIFF_BYTES = 64 * 1024
 _VERSION = 1
 _INT32 = 1 << 31
+_MAX_PARTS = 1000  # QR codes in one batch (Google writes about ten accounts in each)
+_LISTED = 5  # missing part numbers named in an error; the rest are counted
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 _PERIOD = 30  # the only period Google's format knows
@@ -234,6 +236,11 @@ def _batches(parts: Iterable[MigrationPart]) -> dict[tuple[int, int], dict[int, 
     batches: dict[tuple[int, int], dict[int, MigrationPart]] = {}
     for part in parts:
         size = max(part.batch_size, 1)
+        if size > _MAX_PARTS:  # counting the missing parts of 2**31 would never end
+            raise FormatError(
+                f"this Google Authenticator export claims {size} parts; at most {_MAX_PARTS} "
+                "are read"
+            )
         if not 0 <= part.batch_index < size:
             raise FormatError(
                 f"part {part.batch_index + 1} of {size} of this Google Authenticator export "
@@ -271,6 +278,8 @@ def combine(parts: Iterable[MigrationPart]) -> ImportResult:
     if incomplete:
         size, missing = incomplete[0]
         numbers = [str(number) for number in missing]
+        if len(numbers) > _LISTED:
+            numbers[_LISTED - 1 :] = [f"{len(numbers) - _LISTED + 1} more"]
         which = (
             f"part {numbers[0]}"
             if len(numbers) == 1
