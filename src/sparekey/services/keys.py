@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sparekey.crashpoints import crashpoint
 from sparekey.crypto.keyring import KeyPurpose, Keyring
 from sparekey.crypto.providers import KeyProvider
 from sparekey.domain.errors import ConflictError
@@ -217,8 +218,10 @@ class KeyManager:
                     sealed = self._keyring.encrypt_with(key_id, plaintext, aad=aad)
                     if factor_repo.reseal_secret(conn, old, key_id=key_id, sealed=sealed):
                         done += 1
+                    crashpoint("keys.reencrypt.resealed")
             if not batch:
                 return done
+            crashpoint("keys.reencrypt.batch_committed")
             after = batch[-1].factor_id
             if progress is not None:
                 progress(min(done, total), total)

@@ -41,6 +41,7 @@ from typing import Protocol
 import httpx2
 from sqlalchemy import Connection
 
+from sparekey.crashpoints import crashpoint
 from sparekey.domain.errors import DeliveryError
 from sparekey.domain.ports import Clock
 from sparekey.services.smtp import MAX_REASON, SmtpServer, describe_error
@@ -566,8 +567,10 @@ class DeliveryWorker:
             log.exception("sending notification %s failed unexpectedly", message.event_id)
             self._failed(message, lease_until, describe_error(exc))
             return 0
+        crashpoint("notify.sent")
         with self._db.write() as conn:
             repo.mark_delivered(conn, message.id, now=self._clock.now())
+        crashpoint("notify.marked")
         return 1
 
     def _failed(self, message: OutboxMessage, lease_until: datetime, error: str) -> None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
+from sparekey.crashpoints import crashpoint
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import (
     CaseNotFoundError,
@@ -251,6 +252,7 @@ class RecoveryService:
                 evidence=checked,
                 verified_by=caller.label,
             )
+            crashpoint("recovery.before_commit")
             return self._current(conn, case_id, caller)
 
     def send_fallback_code(
@@ -423,6 +425,7 @@ class RecoveryService:
                 conn, case, CaseState.WAITING, caller, expected=case.state, waiting_until=until
             )
             self._record(conn, case, "recovery.started", caller, waiting_until=until.isoformat())
+        crashpoint("recovery.before_commit")
         return self._current(conn, case.id, caller)
 
     def deny(self, case_id: str, *, reason: str | None, caller: Caller) -> RecoveryCase:
@@ -472,6 +475,7 @@ class RecoveryService:
                 closed_by=caller.label,
                 close_reason=(reason or "")[:500] or None,
             )
+            crashpoint("recovery.before_commit")
             return self._current(conn, case_id, caller)
 
     def issue_pass(
@@ -556,12 +560,14 @@ class RecoveryService:
                     details={"case_id": case.id if case else None},
                 )
                 self._auditor.record(conn, entry, caller)
+            else:  # audited with the redemption itself: a crash cannot leave one without the other
+                self._record(conn, case, "recovery.pass_redeemed", caller)
+                crashpoint("recovery.before_commit")
+        crashpoint("recovery.committed")
         if case is None or not ok:
             raise PermissionDeniedError(
                 "this temporary access pass is not valid (wrong, expired or already used)"
             )
-        with self._db.write() as conn:
-            self._record(conn, case, "recovery.pass_redeemed", caller)
         token = self._assurance.issue(
             user_id, purpose="enroll", ttl=self.policy.enrollment_lifetime, case_id=case.id
         )
@@ -625,6 +631,8 @@ class RecoveryService:
                 details={"revoked": revoked, "kept": sorted(set(decisions) - set(revoked))},
             )
             done = self._current(conn, case_id, caller)
+            crashpoint("recovery.before_commit")
+        crashpoint("recovery.committed")
         return Completed(case=done, backup_codes=fresh, revoked=revoked)
 
     # -- trusted contacts -----------------------------------------------------------------------
@@ -696,25 +704,32 @@ class RecoveryService:
         return self._refresh(conn, case, caller)
 
     def _refresh(self, conn: Connection, case: RecoveryCase, caller: Caller) -> RecoveryCase:
-        """Apply the moves time has made: the wait over, or the case past its lifetime."""
+        """Apply the moves time has made: the wait over, or the case past its lifetime. Of
+        concurrent readers (on any nodes) one makes the move; the others read the case it left."""
         now = self._clock.now()
         if not case.state.open:
             return case
-        if case.created_at + self.policy.case_lifetime <= now:
-            self._move(
-                conn,
-                case,
-                CaseState.EXPIRED,
-                SYSTEM,
-                expected=case.state,
-                closed_at=now,
-                closed_by="system",
-                close_reason="not completed in time",
-            )
-            return replace(case, state=CaseState.EXPIRED, closed_at=now, closed_by="system")
-        if case.state is CaseState.WAITING and case.waiting_until and case.waiting_until <= now:
-            self._move(conn, case, CaseState.READY, SYSTEM, expected=CaseState.WAITING)
-            return replace(case, state=CaseState.READY)
+        try:
+            if case.created_at + self.policy.case_lifetime <= now:
+                self._move(
+                    conn,
+                    case,
+                    CaseState.EXPIRED,
+                    SYSTEM,
+                    expected=case.state,
+                    closed_at=now,
+                    closed_by="system",
+                    close_reason="not completed in time",
+                )
+                return replace(case, state=CaseState.EXPIRED, closed_at=now, closed_by="system")
+            if case.state is CaseState.WAITING and case.waiting_until and case.waiting_until <= now:
+                self._move(conn, case, CaseState.READY, SYSTEM, expected=CaseState.WAITING)
+                return replace(case, state=CaseState.READY)
+        except RecoveryStateError:  # another request moved it first: read what it committed
+            moved = repo.get_case(conn, case.id)
+            if moved is None:
+                raise CaseNotFoundError(case.id) from None
+            return self._refresh(conn, moved, caller)
         return case
 
     def _move(
@@ -734,6 +749,7 @@ class RecoveryService:
             raise RecoveryStateError(
                 f"the case is no longer {expected.value}; reload it and try again"
             )
+        crashpoint("recovery.state_updated")
         self._record(conn, case, event or f"recovery.{state.value}", caller, **(details or {}))
 
     def _record(

@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
+from sparekey.crashpoints import crashpoint
 from sparekey.crypto.aead import DecryptionError
 from sparekey.crypto.keyring import Keyring
 from sparekey.domain.errors import UserNotFoundError
@@ -82,6 +83,7 @@ class VerificationService:
         result = self._verify(user_id, code, caller)
         if not result.verified:
             return result
+        crashpoint("verify.committed")
         weak = result.factor_type in (FactorType.EMAIL.value, FactorType.SMS.value)
         return replace(result, assurance_token=self._assurance.issue(user_id, fallback=weak))
 
@@ -149,6 +151,7 @@ class VerificationService:
         details = {"factor_id": factor_id, "factor_type": type.value}
         entry = AuditEntry(event="verify.succeeded", user_id=user_id, details=details)
         self._auditor.record(unit, entry, caller)
+        crashpoint("verify.before_commit")
         return VerifyResult(
             verified=True,
             factor_id=factor_id,
@@ -190,6 +193,8 @@ class VerificationService:
             if remaining <= BACKUP_CODES_LOW:
                 low = AuditEntry(event="backup_codes.low", user_id=user_id, details=details)
                 self._auditor.record(unit, low, caller)
+            crashpoint("backup_code.before_commit")
+        crashpoint("backup_code.committed")
         return VerifyResult(
             verified=True, factor_type=BACKUP_CODE, backup_codes_remaining=remaining
         )

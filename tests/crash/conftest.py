@@ -1,0 +1,46 @@
+"""Crash tests run every scenario on SQLite (a file in the test's directory) and on PostgreSQL (a
+database made for the test and dropped after it)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import PG_ADMIN_URL
+from tests.crash.nodes import Deployment
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def crash_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'sparekey.db'}"
+        return
+    name = f"sparekey_crash_{os.getpid()}_{random.randrange(10**6)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, crash_database: str) -> Iterator[Callable[..., Deployment]]:
+    """Make the test's deployment with these settings (``name="value"``); every process it
+    started is gone when the test ends."""
+    made: list[Deployment] = []
+
+    def make(**overrides: str) -> Deployment:
+        deployment = Deployment.create(tmp_path, crash_database, overrides)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in made:
+        deployment.kill_leftovers()
