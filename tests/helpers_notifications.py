@@ -167,6 +167,7 @@ class ReceivedHook:
     headers: dict[str, str]
     body: bytes
     status: int
+    peer: tuple[str, int]  # the sender's address and port: one port, one kept-alive connection
 
     @property
     def event_id(self) -> str:
@@ -191,6 +192,8 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real application's server
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -198,7 +201,11 @@ class WebhookReceiver:
                 with receiver.lock:
                     attempt = 1 + sum(1 for h in receiver.hooks if h.event_id == event_id)
                     status = receiver._respond(event_id, attempt)
-                    receiver.hooks.append(ReceivedHook(headers=headers, body=body, status=status))
+                    receiver.hooks.append(
+                        ReceivedHook(
+                            headers=headers, body=body, status=status, peer=self.client_address
+                        )
+                    )
                     receiver.arrived.notify_all()
                 if receiver._delay:
                     time.sleep(receiver._delay)

@@ -277,6 +277,7 @@ class Sparekey:
         self.keys.destroy_kek(kek_id, destroy, caller=caller)
 
     def close(self) -> None:
+        self.delivery.stop()  # stops its thread if it runs, and closes the senders' connections
         self.db.dispose()
 
 

@@ -78,8 +78,21 @@ def worker(sparekey: Sparekey, *senders: Sender, **options: float) -> DeliveryWo
     return DeliveryWorker(db=sparekey.db, clock=sparekey.clock, senders=senders, **options)
 
 
+_SENDERS: list[WebhookSender] = []
+
+
 def webhook(receiver: WebhookReceiver) -> WebhookSender:
-    return WebhookSender(url=receiver.url, secret=SECRET, timeout=5)
+    sender = WebhookSender(url=receiver.url, secret=SECRET, timeout=5)
+    _SENDERS.append(sender)
+    return sender
+
+
+@pytest.fixture(autouse=True)
+def _close_senders() -> Iterator[None]:
+    """A sender keeps its connection open between webhooks; each test closes what it made."""
+    yield
+    while _SENDERS:
+        _SENDERS.pop().close()
 
 
 @pytest.fixture
@@ -222,6 +235,17 @@ def test_webhook_is_signed_and_carries_the_event_id(alice: Sparekey, clock: Fixe
     with pytest.raises(AssertionError, match="does not verify"):
         verify_signature(SECRET, hook.headers["sparekey-signature"], hook.body + b" ")
     assert "alice@example.com" not in hook.body.decode()
+
+
+def test_webhooks_reuse_one_connection(alice: Sparekey) -> None:
+    for remaining in (3, 2, 1):
+        enqueue(
+            alice, "backup_codes.low", outbox=Outbox(email=False, webhook=True), remaining=remaining
+        )
+    with WebhookReceiver() as receiver:
+        assert worker(alice, webhook(receiver)).run_once() == 3
+    assert len(receiver.hooks) == 3
+    assert len({hook.peer for hook in receiver.hooks}) == 1, "a new connection per webhook"
 
 
 def test_a_failed_webhook_is_retried_later_and_delivered_once(

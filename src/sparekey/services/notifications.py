@@ -193,6 +193,9 @@ def sign_webhook(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
+_MAX_ANSWER_READ = 64 * 1024
+
+
 class WebhookSender:
     """POSTs the payload as JSON to the application's webhook URL, signed with its secret."""
 
@@ -202,6 +205,22 @@ class WebhookSender:
         self._url = url
         self._secret = secret
         self.timeout = timeout
+        # One client, made on first use and kept: its connection pool keeps the connection to
+        # the application alive, and loading the CA bundle (tens of milliseconds) happens once.
+        self._client: httpx2.Client | None = None
+        self._client_lock = threading.Lock()
+
+    def _http(self) -> httpx2.Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx2.Client(timeout=self.timeout)
+            return self._client
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def send(self, message: OutboxMessage, *, now: datetime) -> None:
         body = message.payload.encode()
@@ -213,11 +232,15 @@ class WebhookSender:
             "Sparekey-Signature": sign_webhook(self._secret, int(now.timestamp()), body),
         }
         try:
-            with (
-                httpx2.Client(timeout=self.timeout) as client,
-                client.stream("POST", self._url, content=body, headers=headers) as response,
-            ):
+            with self._http().stream("POST", self._url, content=body, headers=headers) as response:
                 status = response.status_code
+                # Read a short answer to its end so the connection goes back to the pool; a long
+                # one is not worth reading (closing the stream closes that connection).
+                received = 0
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > _MAX_ANSWER_READ:
+                        break
         except httpx2.HTTPError as exc:
             raise DeliveryError(describe_error(exc)) from None
         if not 200 <= status < 300:
@@ -616,6 +639,10 @@ class DeliveryWorker:
             longest = max((s.timeout for s in self._senders.values()), default=0.0)
             self._thread.join(timeout=3 * longest + 10)
             self._thread = None
+        for sender in self._senders.values():
+            close = getattr(sender, "close", None)
+            if close is not None:
+                close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
