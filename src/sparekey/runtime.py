@@ -59,14 +59,21 @@ from sparekey.services.vault_backups import VaultBackupService
 from sparekey.services.verification import VerificationService
 from sparekey.services.webauthn import AuthenticatorDirectory, WebAuthnPolicy, WebAuthnService
 from sparekey.settings import Settings, SettingsError
-from sparekey.storage.database import Database
+from sparekey.storage.database import Database, SchemaError, SchemaStatus, SchemaUpgrade
 from sparekey.storage.keystore import SqlKeyStore
 from sparekey.storage.prepared import Unit
 
 if TYPE_CHECKING:
     from sparekey.crypto.pkcs11_provider import Pkcs11KeyProvider
 
-__all__ = ["InitResult", "Sparekey", "build_code_senders", "initialize", "kek_resolver"]
+__all__ = [
+    "InitResult",
+    "Sparekey",
+    "build_code_senders",
+    "initialize",
+    "kek_resolver",
+    "migrate_schema",
+]
 
 
 class Sparekey:
@@ -228,6 +235,7 @@ class Sparekey:
         clock = clock or SystemClock()
         db = Database(settings.resolved_database_url)
         try:
+            _require_usable(db.schema_status())
             keyring = Keyring(
                 store=SqlKeyStore(db, clock),
                 resolve=kek_resolver(settings),
@@ -496,6 +504,7 @@ def _provider_for_new_deployment(settings: Settings) -> KeyProvider:
 class InitResult:
     created: bool
     admin_token: str | None
+    schema_note: str | None = None  # one line for the log: a newer schema, a pending contract
 
 
 def _write_config(settings: Settings) -> None:
@@ -526,8 +535,15 @@ def initialize(settings: Settings, *, clock: Clock | None = None) -> InitResult:
     _write_config(settings)
     db = Database(settings.resolved_database_url)
     try:
-        fresh_schema = db.current_revision() is None
-        db.migrate()
+        status = db.schema_status()
+        fresh_schema = status.revision is None
+        if status.behind:
+            if not settings.auto_migrate:
+                raise SchemaError(
+                    f"{status.describe()}: run `sparekey migrate` (auto_migrate is off)"
+                )
+            status = db.upgrade().after
+        _require_usable(status)
         if db.is_sqlite and db.url.database:
             os.chmod(db.url.database, 0o600)
         store = SqlKeyStore(db, clock)
@@ -547,6 +563,37 @@ def initialize(settings: Settings, *, clock: Clock | None = None) -> InitResult:
         token = None
         if not app.api_keys.list():
             token = app.api_keys.create(name="admin", scopes=[Scope.ADMIN]).token
-        return InitResult(created=fresh_schema, admin_token=token)
+        return InitResult(created=fresh_schema, admin_token=token, schema_note=_schema_note(status))
     finally:
         db.dispose()
+
+
+def migrate_schema(settings: Settings, *, contract: bool = False) -> SchemaUpgrade:
+    """``sparekey migrate``: apply the pending expand migrations (with ``contract``, every pending
+    migration), whatever ``auto_migrate`` says. A database migrated by newer code is left as it
+    is, if it still supports this code."""
+    db = Database(settings.resolved_database_url)
+    try:
+        status = db.schema_status()
+        _require_usable(status, migrating=True)
+        upgrade = db.upgrade(contract=contract)
+        if db.is_sqlite and db.url.database:
+            os.chmod(db.url.database, 0o600)
+        return upgrade
+    finally:
+        db.dispose()
+
+
+def _require_usable(status: SchemaStatus, *, migrating: bool = False) -> None:
+    """Refuse, in one line, a database this code must not run against."""
+    refusal = status.refusal()
+    if refusal is not None:
+        raise SchemaError(refusal)
+    if status.behind and not migrating:
+        raise SchemaError(f"{status.describe()}: run `sparekey migrate`")
+
+
+def _schema_note(status: SchemaStatus) -> str | None:
+    if status.ahead:
+        return f"{status.describe()}; starting without migrating"
+    return status.contracts_note()

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="proxies trusted for X-Forwarded-For/-Proto (comma-separated, or *)",
     )
+    auto_migrate: bool = Field(
+        default=True,
+        description="init and serve create the schema or apply pending expand migrations; "
+        "false: only `sparekey migrate` changes the schema (several nodes: migrate from one place)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(default=False, description="log every HTTP request")
     # Security notifications (services/notifications.py): email over SMTP, webhooks to the app.

@@ -36,6 +36,7 @@ from sparekey.storage.database import Database
 from sparekey.storage.tables import metadata
 from tests.conftest import PG_ADMIN_URL
 from tests.helpers import hotp_code, totp_code
+from tests.operations.synthetic import ADD_NOTES, synthetic_migrations
 from tests.storage.test_secrets_at_rest import forms_of
 
 APP = Caller(type="api_key", id="key1", ip="203.0.113.9", user_agent="Browser/1.0")
@@ -501,16 +502,27 @@ def test_a_backup_of_another_schema_revision_is_refused(
     clock: FixedClock,
     tmp_path: Path,
 ) -> None:
-    engine = create_engine(settings.resolved_database_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
-    engine.dispose()
-    path = tmp_path / "old.skb"
-    backup(sparekey, path)
+    """A backup made by a newer release (here: code with a synthetic migration 0015)."""
+    newer = Database(
+        settings.resolved_database_url, migrations=synthetic_migrations(tmp_path, ADD_NOTES)
+    )
+    path = tmp_path / "newer.skb"
+    try:
+        newer.upgrade()
+        create_backup(
+            path,
+            db=newer,
+            keyring=sparekey.keyring,
+            auditor=sparekey.audit,
+            clock=clock,
+            caller=OPERATOR,
+        )
+    finally:
+        newer.dispose()
     target = new_settings("restored", "sqlite")
     target.data_dir.mkdir()
     shutil.copy2(settings.resolved_key_file, target.resolved_key_file)
-    with pytest.raises(BackupError, match="schema revision 0001"):
+    with pytest.raises(BackupError, match="schema revision 0015"):
         restore_into(target, path, clock, vault=None)
     assert sorted(p.name for p in target.data_dir.iterdir()) == ["sparekey.key"]
 

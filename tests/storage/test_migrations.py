@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import MetaData, create_engine, inspect, text
 
 from sparekey.storage.database import Database
-from sparekey.storage.tables import metadata
+from sparekey.storage.tables import metadata, schema_metadata
 from tests.conftest import PG_ADMIN_URL
 
 
@@ -32,13 +32,16 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def test_upgrade_matches_the_tables_then_downgrade_leaves_nothing(empty_url: str) -> None:
     db = Database(empty_url)
     db.migrate()
-    assert db.current_revision() == "0013"
+    assert db.current_revision() == "0014"
+    everything = MetaData()
+    for table in (*metadata.tables.values(), *schema_metadata.tables.values()):
+        table.to_metadata(everything)
     with db.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), everything)
     assert diff == [], "migrations and storage/tables.py disagree"
     db.downgrade("base")
     with db.engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
     db.migrate()
-    assert db.current_revision() == "0013"
+    assert db.current_revision() == "0014"
     db.dispose()

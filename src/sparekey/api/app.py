@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import sparekey
-from sparekey.api.metrics import Metrics
+from sparekey.api.metrics import Metrics, ResponseCounter
 from sparekey.api.problems import PROBLEMS, ProblemModel, problem_response, to_problem
 from sparekey.api.routers import (
     audit,
@@ -64,7 +64,8 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
         responses=_ERROR_RESPONSES,
     )
     api.state.sparekey = app
-    api.state.metrics = metrics or Metrics()
+    api.state.metrics = metrics = metrics or Metrics(app)
+    api.add_middleware(ResponseCounter, metrics=metrics)
     routers = (
         verify,
         users,

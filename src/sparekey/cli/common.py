@@ -16,6 +16,7 @@ from sparekey.domain.errors import SparekeyError
 from sparekey.domain.models import Caller
 from sparekey.runtime import Sparekey
 from sparekey.settings import SettingsError, load_settings
+from sparekey.storage.database import SchemaError
 
 __all__ = ["OPERATOR", "DataDir", "fail", "friendly_errors", "open_sparekey"]
 
@@ -47,7 +48,7 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (SettingsError, KeyProviderError, SparekeyError) as exc:
+        except (SettingsError, KeyProviderError, SparekeyError, SchemaError) as exc:
             fail(str(exc))
         except SQLAlchemyError as exc:
             fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")

@@ -26,9 +26,10 @@ from sparekey.cli.keys import keys_app
 from sparekey.cli.readiness import readiness
 from sparekey.cli.recovery import admin_app, recovery_app
 from sparekey.domain.models import AuditRecord, Scope
-from sparekey.runtime import InitResult, Sparekey, initialize
+from sparekey.runtime import InitResult, Sparekey, initialize, migrate_schema
 from sparekey.services.audit import Sealer
 from sparekey.settings import Settings, load_settings
+from sparekey.storage.database import Database
 
 app = typer.Typer(
     help="Sparekey: two-factor authentication with backup and recovery built in.",
@@ -51,6 +52,8 @@ app.command("readiness")(readiness)
 
 
 def _announce(result: InitResult, settings: Settings) -> None:
+    if result.schema_note:
+        typer.echo(f"Note: {result.schema_note}", err=True)
     if result.created:
         typer.echo(f"Created a new Sparekey deployment in {settings.data_dir}", err=True)
     if result.admin_token:
@@ -109,6 +112,59 @@ def serve(
             delivery.stop()
         sealer.stop()
         sparekey.close()
+
+
+@app.command()
+@friendly_errors
+def migrate(
+    data_dir: DataDir = None,
+    contract: Annotated[
+        bool,
+        typer.Option(
+            "--contract",
+            help="Also run contract migrations (drops, renames): only once no node runs an "
+            "older release",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would run; change nothing")
+    ] = False,
+) -> None:
+    """Bring the database schema up to this release, once, from one place.
+
+    Without --contract only expand migrations run: nodes of the release before keep serving.
+    Run it before rolling the nodes; run it with --contract once no older node is left.
+    """
+    settings = load_settings(data_dir)
+    if dry_run:
+        db = Database(settings.resolved_database_url)
+        try:
+            status = db.schema_status()
+        finally:
+            db.dispose()
+        refusal = status.refusal()
+        if refusal is not None:
+            fail(refusal)
+        typer.echo(status.describe())
+        target = status.upgrade_target(contract=contract)
+        for migration in status.pending:
+            would = target is not None and status.revisions.index(
+                migration.revision
+            ) <= status.revisions.index(target)
+            verb = "would apply" if would else "waits for --contract:"
+            typer.echo(f"  {verb} {migration.revision} ({migration.kind}) {migration.title}")
+        return
+    upgrade = migrate_schema(settings, contract=contract)
+    for migration in upgrade.applied:
+        typer.echo(f"Applied {migration.revision} ({migration.kind}): {migration.title}", err=True)
+    after = upgrade.after
+    if not upgrade.applied:
+        typer.echo(f"Nothing to migrate: {after.describe()}", err=True)
+    else:
+        typer.echo(f"Done: {after.describe()}", err=True)
+    note = after.contracts_note()
+    if note:
+        typer.echo(f"Note: {note}", err=True)
 
 
 @app.command()

@@ -25,7 +25,7 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -138,6 +138,11 @@ class Auditor:
         self._keyring = keyring
         self._clock = clock
         self._outbox = outbox
+        self._listeners: list[Callable[[str, str], None]] = []
+
+    def listen(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(event, outcome)`` for every record written from now on (metrics)."""
+        self._listeners.append(listener)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -183,6 +188,8 @@ class Auditor:
             self._outbox.enqueue(
                 target, event=entry.event, user_id=entry.user_id, details=entry.details, now=now
             )
+        for listener in self._listeners:
+            listener(entry.event, entry.outcome)
 
     def seal(self, *, limit: int = 5000) -> SealResult:
         """Chain the records committed since the last round, then sign where the chain ends."""

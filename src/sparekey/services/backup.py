@@ -281,13 +281,22 @@ def create_backup(
     backup_id = secrets.token_hex(16)
     kek_id, wrapped = keyring.wrap_with_kek(key, aad=_key_aad(backup_id))
     with _snapshot(db) as conn:
+        revision = _revision(conn)
+        if revision != db.head_revision():
+            # The tables are read as this code knows them: a newer schema's columns would be
+            # left out, and a restore of the result would lose them without a word.
+            raise BackupError(
+                f"the database schema is at revision {revision} and this Sparekey's ends at "
+                f"{db.head_revision()}: back up with the Sparekey release whose migrations end at "
+                f"{revision}, or finish the upgrade first"
+            )
         counts = {table.name: _row_count(conn, table) for table in metadata.sorted_tables}
         manifest = Manifest(
             backup_id=backup_id,
             created_at=clock.now(),
             sparekey_version=__version__,
             dialect=db.engine.dialect.name,
-            schema_revision=_revision(conn),
+            schema_revision=revision,
             tables=counts,
             kek_id=kek_id,
             wrapped_key=wrapped,

@@ -8,34 +8,217 @@ READ COMMITTED, where a conditional UPDATE re-checks its WHERE clause after wait
 Three ways in: :meth:`Database.read` (nothing committed), :meth:`Database.write` (one transaction),
 and :meth:`Database.unit` for the hot path: read first, then :meth:`Unit.write` only if there is
 something to write, on the same connection.
+
+Schema changes go through :meth:`Database.upgrade` (rolling upgrades, docs/decisions/0017): every
+migration from 0014 on is an *expand* migration (additive; code of the release before keeps
+working) or a *contract* migration (drops, renames, tightens), and the database records the oldest
+code that may run against it (``schema_compat``). :meth:`Database.schema_status` compares the
+database with this code's migrations, so a node can tell whether it may start, must migrate first,
+or must be upgraded. One migrator runs at a time, on every node: PostgreSQL takes an advisory
+lock, SQLite its one write lock.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from sparekey import __version__
 from sparekey.storage.prepared import Unit
+from sparekey.storage.tables import schema_compat
 
-__all__ = ["Database", "Unit"]
+__all__ = [
+    "COMPAT_SINCE",
+    "Database",
+    "Migration",
+    "MigrationKind",
+    "SchemaError",
+    "SchemaStatus",
+    "SchemaUpgrade",
+    "Unit",
+]
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations"
+COMPAT_SINCE = "0014"
+"""The first revision whose database records the oldest code it supports (and the first whose
+migrations declare their kind). Earlier migrations were all applied on start, as expand ones are."""
+
+# The key of PostgreSQL's advisory lock that migrators take (any 64-bit number of our own).
+_MIGRATION_LOCK = 0x5350_4B4D_4947  # "SPKMIG"
+
+MigrationKind = Literal["expand", "contract"]
+
+
+class SchemaError(Exception):
+    """This code and the database's schema cannot work together as things stand; the message is
+    one line saying what to do (migrate, run the contract migrations, or upgrade this node)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Migration:
+    revision: str
+    kind: MigrationKind
+    title: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchemaStatus:
+    """Where the database's schema stands against the migrations this code carries."""
+
+    revision: str | None  # the database's; None: no schema yet
+    chain: tuple[Migration, ...]  # this code's migrations, oldest first
+    oldest_code_revision: str | None  # the database's record (None before 0014)
+    oldest_code_release: str | None
+
+    @property
+    def head(self) -> str:
+        return self.chain[-1].revision
+
+    @property
+    def revisions(self) -> tuple[str, ...]:
+        return tuple(m.revision for m in self.chain)
+
+    @property
+    def ahead(self) -> bool:
+        """The database was migrated by newer code: its revision is not one of ours."""
+        return self.revision is not None and self.revision not in self.revisions
+
+    @property
+    def required(self) -> str:
+        """The oldest revision this code runs against: its head, less the contract migrations
+        that end its chain (a release runs both before and after its own contract migrations)."""
+        for migration in reversed(self.chain):
+            if migration.kind == "expand":
+                return migration.revision
+        return self.chain[0].revision
+
+    @property
+    def behind(self) -> bool:
+        """The database lacks migrations this code needs (or has no schema at all)."""
+        if self.revision is None:
+            return True
+        if self.ahead:
+            return False
+        return self.revisions.index(self.revision) < self.revisions.index(self.required)
+
+    @property
+    def pending(self) -> tuple[Migration, ...]:
+        """This code's migrations the database has not had, in order (none if it is ahead)."""
+        if self.revision is None:
+            return self.chain
+        if self.ahead:
+            return ()
+        return self.chain[self.revisions.index(self.revision) + 1 :]
+
+    @property
+    def pending_contracts(self) -> tuple[Migration, ...]:
+        return tuple(m for m in self.pending if m.kind == "contract")
+
+    @property
+    def supports_this_code(self) -> bool:
+        """Whether this code may run against the database as it is (perhaps after migrating)."""
+        if not self.ahead:
+            return True
+        return self.oldest_code_revision is not None and self.oldest_code_revision in self.revisions
+
+    def upgrade_target(self, *, contract: bool) -> str | None:
+        """The revision an upgrade brings the database to: the head with ``contract`` (and for a
+        database without a schema, where no older node can be running), otherwise the last
+        revision before the first pending contract migration. None: nothing to do."""
+        if not self.pending:
+            return None
+        if contract or self.revision is None:
+            return self.head
+        target = self.revision
+        for migration in self.pending:
+            if migration.kind == "contract":
+                break
+            target = migration.revision
+        return None if target == self.revision else target
+
+    def refusal(self) -> str | None:
+        """Why this code must not run against the database (after migrating if it is behind),
+        in one line; None if it may."""
+        if self.supports_this_code:
+            return None
+        if self.oldest_code_revision is None:
+            return (
+                f"the database schema is at revision {self.revision}, which Sparekey "
+                f"{__version__} (migrations up to {self.head}) does not know, and it records no "
+                "oldest supported release; run the Sparekey release that migrated it"
+            )
+        return (
+            f"the database schema (revision {self.revision}) needs Sparekey "
+            f"{self.oldest_code_release} or later (code with migration "
+            f"{self.oldest_code_revision}); this node runs Sparekey {__version__} (migrations up "
+            f"to {self.head}): upgrade it to {self.oldest_code_release} or later"
+        )
+
+    def blocked_by(self) -> Migration | None:
+        """The pending contract migration that stands before a migration this code needs."""
+        for migration in self.pending:
+            if migration.kind == "contract":
+                return migration
+            if migration.revision == self.required:
+                return None
+        return None
+
+    def describe(self) -> str:
+        """One line: where the database stands for this code."""
+        if self.revision is None:
+            return f"the database has no Sparekey schema yet (this release needs {self.required})"
+        if self.ahead:
+            return (
+                f"the database schema (revision {self.revision}) is newer than Sparekey "
+                f"{__version__} knows (migrations up to {self.head}) and still supports it "
+                f"(it supports code from migration {self.oldest_code_revision}, Sparekey "
+                f"{self.oldest_code_release}, on)"
+            )
+        if self.behind:
+            return (
+                f"the database schema is at revision {self.revision}; Sparekey {__version__} "
+                f"needs {self.required}"
+            )
+        return f"the database schema is at revision {self.revision} (this release: {self.head})"
+
+    def contracts_note(self) -> str | None:
+        """A reminder that contract migrations wait for the operator, or None."""
+        contracts = self.pending_contracts
+        if not contracts or self.behind:
+            return None
+        names = ", ".join(m.revision for m in contracts)
+        which = "migration" if len(contracts) == 1 else "migrations"
+        return (
+            f"contract {which} {names} pending: once every node runs Sparekey {__version__} or "
+            "later, run `sparekey migrate --contract`"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchemaUpgrade:
+    before: SchemaStatus
+    after: SchemaStatus
+    applied: tuple[Migration, ...]
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, migrations: Path = MIGRATIONS) -> None:
         self.url = make_url(url)
+        self.migrations = migrations
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
@@ -81,33 +264,145 @@ class Database:
         finally:
             connection.close()
 
+    # -- the schema -------------------------------------------------------------------------------
+
+    def schema_status(self) -> SchemaStatus:
+        """The database's revision and compatibility record against this code's migrations."""
+        with self.read() as conn:
+            return self._status(conn)
+
+    def upgrade(self, *, contract: bool = False) -> SchemaUpgrade:
+        """Apply this code's pending expand migrations (all pending migrations with ``contract``,
+        or on a database without a schema), one migrator at a time across every node.
+
+        A database migrated by newer code is left alone. Raises :class:`SchemaError` if a pending
+        contract migration stands before a migration this code needs.
+        """
+        with self._migrating() as conn:
+            before = self._status(conn)
+            target = before.upgrade_target(contract=contract)
+            if not contract and before.behind and before.revision is not None:
+                blocker = before.blocked_by()
+                if blocker is not None:
+                    raise SchemaError(
+                        f"the database schema is at revision {before.revision} and Sparekey "
+                        f"{__version__} needs {before.required}, after contract migration "
+                        f"{blocker.revision} ({blocker.title}); once no node runs a release "
+                        "older than the one that brought it, run `sparekey migrate --contract`"
+                    )
+            if target is not None:
+                self._alembic(conn, "upgrade", target)
+            after = self._status(conn)
+        applied = before.pending[: len(before.pending) - len(after.pending)]
+        return SchemaUpgrade(before=before, after=after, applied=applied)
+
     def migrate(self, revision: str = "head") -> None:
-        command.upgrade(self._alembic_config(), revision)
+        """Upgrade to ``revision`` whatever the kinds of migration (a new database, tests)."""
+        with self._migrating() as conn:
+            self._alembic(conn, "upgrade", revision)
 
     def downgrade(self, revision: str) -> None:
-        command.downgrade(self._alembic_config(), revision)
+        with self._migrating() as conn:
+            self._alembic(conn, "downgrade", revision)
 
     def current_revision(self) -> str | None:
-        with self.engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return None
-            row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
-            return None if row is None else str(row[0])
+        with self.read() as conn:
+            return _revision(conn)
+
+    def chain(self) -> tuple[Migration, ...]:
+        """This code's migrations, oldest first, each with its kind."""
+        return _chain(str(self.migrations))
 
     def head_revision(self) -> str:
         """The revision this code's migrations end at: where :meth:`migrate` brings a database."""
-        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
-        assert head is not None
-        return head
+        return self.chain()[-1].revision
 
-    def _alembic_config(self) -> Config:
+    def _status(self, conn: Connection) -> SchemaStatus:
+        revision = _revision(conn)
+        oldest_revision = oldest_release = None
+        if revision is not None and inspect(conn).has_table(schema_compat.name):
+            row = conn.execute(
+                select(schema_compat.c.oldest_code_revision, schema_compat.c.oldest_code_release)
+            ).first()
+            if row is not None:
+                oldest_revision, oldest_release = str(row[0]), str(row[1])
+        return SchemaStatus(
+            revision=revision,
+            chain=self.chain(),
+            oldest_code_revision=oldest_revision,
+            oldest_code_release=oldest_release,
+        )
+
+    @contextmanager
+    def _migrating(self) -> Iterator[Connection]:
+        """A connection holding the migration lock; Alembic runs on it.
+
+        PostgreSQL: a session advisory lock, so Alembic still runs its own transactions (and a
+        migration may step out of them, as ``CREATE INDEX CONCURRENTLY`` must); the status read
+        under the lock sees what another migrator committed before it. SQLite: one ``BEGIN
+        IMMEDIATE`` transaction around everything, the file's one write lock; SQLite's DDL is
+        transactional, so a failed upgrade leaves nothing half done.
+        """
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sparekey_write=True)
+                with conn.begin():
+                    yield conn
+                return
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+                conn.commit()
+
+    def _alembic(self, conn: Connection, action: Literal["upgrade", "downgrade"], to: str) -> None:
+        if not self.is_sqlite and conn.in_transaction():
+            conn.commit()  # end the status read: Alembic runs its own transaction
         config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
-        config.attributes["engine"] = self.engine
-        return config
+        config.set_main_option("script_location", str(self.migrations))
+        config.attributes["connection"] = conn
+        try:
+            if action == "upgrade":
+                command.upgrade(config, to)
+            else:
+                command.downgrade(config, to)
+        except CommandError as exc:
+            raise SchemaError(f"cannot migrate the database to {to}: {exc}") from None
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+    return None if row is None else str(row[0])
+
+
+@functools.cache
+def _chain(location: str) -> tuple[Migration, ...]:
+    """The migrations in ``location``, oldest first, each with its kind (read once a process)."""
+    config = Config()
+    config.set_main_option("script_location", location)
+    scripts = ScriptDirectory.from_config(config)
+    if len(scripts.get_heads()) != 1:
+        raise SchemaError(f"the migrations in {location} do not form one line of revisions")
+    chain: list[Migration] = []
+    declared = False
+    for script in reversed(list(scripts.walk_revisions())):
+        declared = declared or script.revision == COMPAT_SINCE
+        kind = getattr(script.module, "kind", None) if declared else "expand"
+        if kind not in ("expand", "contract"):
+            raise SchemaError(f"migration {script.revision} must declare kind expand or contract")
+        title = (script.doc or "").strip().partition("\n")[0]
+        chain.append(
+            Migration(revision=script.revision, kind=cast(MigrationKind, kind), title=title)
+        )
+    return tuple(chain)
 
 
 IDLE_PING_SECONDS = 10.0

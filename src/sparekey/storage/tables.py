@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
@@ -386,4 +387,21 @@ vault_backups = Table(
     # never deleted, except with their user, who takes the backups along)
     Column("device_token_id", String(32)),
     info={"backup_batch": 8},  # rows of up to vault_backup_max_bytes: few at a time in `backup`
+)
+
+# -- schema bookkeeping, apart from the data ---------------------------------------------------
+# Like Alembic's own ``alembic_version``, this belongs to the schema, not to the deployment's data:
+# it is not in ``metadata`` (so backups neither carry nor restore it; a restore's migrations write
+# it), and only migrations write it (storage/database.py reads it; docs/decisions/0017).
+schema_metadata = MetaData(naming_convention=metadata.naming_convention)
+
+# One row: the oldest code that may run against this database. An expand migration leaves it
+# alone; a contract migration raises it to its own revision and the release that brings it.
+schema_compat = Table(
+    "schema_compat",
+    schema_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("oldest_code_revision", String(32), nullable=False),
+    Column("oldest_code_release", String(32), nullable=False),
+    CheckConstraint("id = 1", name="ck_schema_compat_one_row"),
 )

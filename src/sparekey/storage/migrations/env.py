@@ -1,22 +1,24 @@
-"""Alembic environment: runs migrations on the engine Sparekey hands over."""
+"""Alembic environment: runs migrations on the connection Sparekey hands over.
+
+That connection holds the migration lock (storage/database.py): PostgreSQL's advisory lock, or
+SQLite's write lock in a transaction of the caller's that these migrations run inside.
+"""
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from sparekey.storage.tables import metadata
 
-engine = context.config.attributes["engine"]
-assert isinstance(engine, Engine)
+connection = context.config.attributes["connection"]
+assert isinstance(connection, Connection)
 
-with engine.connect() as connection:
-    context.configure(
-        connection=connection,
-        target_metadata=metadata,
-        render_as_batch=engine.dialect.name == "sqlite",
-        compare_type=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-    connection.commit()
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()
