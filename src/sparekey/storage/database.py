@@ -21,6 +21,7 @@ lock, SQLite its one write lock.
 from __future__ import annotations
 
 import functools
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -437,11 +438,34 @@ def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
     # Take transaction control from the driver so BEGIN is ours (see _sqlite_on_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+SQLITE_BUSY_MS = 10_000
+
+
+def _enter_wal(cursor: Any) -> None:
+    """Put the file in WAL mode (a no-op once it is).
+
+    Switching a file into WAL takes an exclusive lock without calling the busy handler, so
+    processes opening a new database at the same moment can get "database is locked" here;
+    retry for as long as any other statement would wait on the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
