@@ -145,6 +145,13 @@ class Settings(BaseSettings):
         description="init and serve create the schema or apply pending expand migrations; "
         "false: only `sparekey migrate` changes the schema (several nodes: migrate from one place)",
     )
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description="how long serve keeps an idle HTTP connection open; longer than the load "
+        "balancer's idle timeout, or it may reuse a connection just as the node closes it",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(default=False, description="log every HTTP request")
     # Security notifications (services/notifications.py): email over SMTP, webhooks to the app.

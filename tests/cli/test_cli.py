@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -114,6 +115,7 @@ def test_serve_initializes_prints_where_and_answers(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPAREKEY_")}
     env["SPAREKEY_DATA_DIR"] = str(tmp_path / "data")
+    env["SPAREKEY_KEEP_ALIVE_SECONDS"] = "30"
     process = subprocess.Popen(
         [SPAREKEY, "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -139,6 +141,19 @@ def test_serve_initializes_prints_where_and_answers(tmp_path: Path) -> None:
         )
         assert created.status_code == 201
         assert httpx2.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+        # An idle connection outlives uvicorn's default 5 s: a load balancer's kept-alive
+        # connection is not closed under it (keep_alive_seconds).
+        # (http.client raises RemoteDisconnected if the node closed it.)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for pause in (0, 6):
+                time.sleep(pause)
+                conn.request("GET", "/healthz")
+                answer = conn.getresponse()
+                assert answer.status == 200
+                answer.read()
+        finally:
+            conn.close()
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)

@@ -104,6 +104,7 @@ def serve(
             log_level=settings.log_level,
             access_log=settings.access_log,
             server_header=False,
+            timeout_keep_alive=settings.keep_alive_seconds,
             proxy_headers=True,
             forwarded_allow_ips=settings.forwarded_allow_ips,
         )
