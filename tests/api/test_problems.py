@@ -1,13 +1,17 @@
 """Every error is RFC 9457 problem+json with a stable type; bad input writes nothing."""
 
+import json
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
 from sparekey.api import create_app
+from sparekey.api.schemas import SAFE_TEXT_PATTERN
 from sparekey.domain.errors import DeliveryError
-from sparekey.domain.models import Scope
+from sparekey.domain.models import OperatorRole, Scope
 from sparekey.runtime import Sparekey
-from tests.helpers import create_user
+from tests.helpers import create_user, enroll, hotp_code
 
 PROBLEM = "application/problem+json"
 
@@ -208,3 +212,134 @@ def test_a_delivery_failure_inside_a_request_is_502(sparekey: Sparekey) -> None:
             "twilio: HTTP 400, error 21211: The 'To' number [destination] ..."
         )
         assert "Delivery failed" in test_client.get("/problems/delivery-failed").text
+
+
+# -- Found by fuzzing the API from its OpenAPI document (tests/api/test_schemathesis.py) ----------
+
+
+def test_an_operators_own_user_is_kept_with_a_409(client: TestClient, sparekey: Sparekey) -> None:
+    """The operators table refers to the user holding an operator's factors: deleting it was a
+    foreign-key failure, answered 500."""
+    operator = sparekey.operators.create("ada", role=OperatorRole.ADMIN).operator
+    problem = assert_problem(client.delete(f"/v1/users/{operator.user_id}"), 409, "conflict")
+    assert "ada" in str(problem["detail"])
+    assert client.get(f"/v1/users/{operator.user_id}").status_code == 200
+
+
+def test_a_resync_code_with_non_ascii_characters_is_rejected(client: TestClient) -> None:
+    """compare_digest refuses str with non-ASCII characters: such codes were a 500."""
+    create_user(client)
+    factor = enroll(client, type="hotp")
+    url = f"/v1/users/alice/factors/{factor['id']}"
+    confirmed = client.post(f"{url}/confirm", json={"code": hotp_code(str(factor["secret"]), 0)})
+    assert confirmed.status_code == 200, confirmed.text
+    for codes in (["\u00f7", "\U0001f600<"], ["\uff11\uff12\uff13\uff14\uff15\uff16", "123456"]):
+        assert_problem(client.post(f"{url}/resync", json={"codes": codes}), 422, "code-rejected")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/v1/users", "GET, POST"),
+        ("PUT", "/v1/users/alice", "GET, PATCH, DELETE"),
+        ("POST", "/v1/users/alice/factors/fct_x", "GET, PATCH, DELETE"),
+        ("GET", "/v1/users/alice/verify", "POST"),
+        ("DELETE", "/v1/users/alice/vault-backups/latest", "GET, PUT"),
+    ],
+)
+def test_405_allows_every_method_of_the_path(
+    client: TestClient, method: str, path: str, allowed: str
+) -> None:
+    """RFC 9110 §15.5.6: Allow lists the methods the resource supports, not those of the first
+    route matching the path."""
+    response = client.request(method, path)
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == allowed
+
+
+def test_every_documented_error_is_problem_json(client: TestClient) -> None:
+    """Also on operations whose success is not JSON (plain text, the bytes of a vault backup)."""
+    document = client.get("/openapi.json").json()
+    problem = {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemModel"}}}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                if int(status) >= 400:
+                    assert answer["content"] == problem, (method, path, status)
+    assert_problem(client.get("/problems/no-such-type"), 404, "not-found")
+
+
+def test_every_reference_in_the_document_resolves(client: TestClient) -> None:
+    """Schemas given whole (the hot paths' request bodies) had ``#/$defs/...`` references that
+    point nowhere from the document's root."""
+    document = client.get("/openapi.json").json()
+    text = json.dumps(document)
+    assert "$defs" not in text
+    for name in re.findall(r'"#/components/schemas/([^"]+)"', text):
+        assert name in document["components"]["schemas"], name
+
+
+def test_the_web_pages_are_not_in_the_document(client: TestClient) -> None:
+    """The self-service and admin pages are HTML forms, not API operations."""
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p.startswith(("/portal", "/console"))]
+    assert all(p.startswith(("/v1/", "/healthz", "/metrics", "/problems/")) for p in paths)
+
+
+@pytest.mark.parametrize("ip", ["", " 192.0.2.1", "192.0.2.1 ", "fe80::1%eth0", "192.0.2.001"])
+def test_a_context_ip_is_an_address_as_documented(client: TestClient, ip: str) -> None:
+    """The document says ipv4 or ipv6 (JSON Schema formats); what they refuse is refused."""
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["RequestContext"]
+    assert schema["properties"]["ip"]["anyOf"][0]["anyOf"] == [
+        {"format": "ipv4"},
+        {"format": "ipv6"},
+    ]
+    body = {"id": "bob", "context": {"ip": ip}}
+    problem = assert_problem(client.post("/v1/users", json=body), 422, "invalid-input")
+    assert problem["errors"][0]["field"] == "body.context.ip"  # type: ignore[index]
+    assert client.post("/v1/users", json={**body, "context": {"ip": "2001:DB8::1"}}).json()
+
+
+def test_text_fields_document_that_control_characters_are_refused(client: TestClient) -> None:
+    """The pattern in the document is the validator's rule: text it allows is accepted."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    name = schemas["UserCreate"]["properties"]["display_name"]["anyOf"][0]
+    assert name["pattern"] == SAFE_TEXT_PATTERN
+    rule = re.compile(SAFE_TEXT_PATTERN)
+    for text, accepted in [
+        ("Zoë 🙂", True),
+        ("a\tb", False),
+        ("a\x85b", False),
+        ("a\u2029", False),
+    ]:
+        assert bool(rule.match(text)) is accepted
+        answer = client.post("/v1/users", json={"id": "bob", "display_name": text})
+        assert answer.status_code == (201 if accepted else 422), answer.text
+
+
+@pytest.mark.parametrize("moment", ["0.5", "1700000000", "2026-01-15", "2026-01-15T12:00Z"])
+def test_audit_times_are_rfc_3339_as_documented(client: TestClient, moment: str) -> None:
+    """The document says date-time; pydantic also took a number of seconds since 1970."""
+    problem = assert_problem(
+        client.get("/v1/audit", params={"until": moment}), 422, "invalid-input"
+    )
+    assert problem["errors"][0]["field"] == "query.until"  # type: ignore[index]
+    ok = client.get("/v1/audit", params={"until": "2026-01-15T12:00:00.5+01:00"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_the_document_says_which_destination_each_factor_needs(client: TestClient) -> None:
+    """An email factor needs `address` and an SMS factor `phone`, and not the other."""
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["FactorCreate"]
+    rules = {rule["if"]["properties"]["type"]["const"]: rule["then"] for rule in schema["allOf"]}
+    assert rules["email"]["required"] == ["address"]
+    assert rules["email"]["properties"]["phone"] == {"type": "null"}
+    assert rules["sms"]["required"] == ["phone"]
+    assert rules["sms"]["properties"]["address"] == {"type": "null"}
+    create_user(client)
+    for body in (
+        {"type": "sms"},
+        {"type": "email", "address": ""},
+        {"type": "sms", "phone": "1", "address": "a@example.com"},
+    ):
+        assert_problem(client.post("/v1/users/alice/factors", json=body), 422, "invalid-input")

@@ -11,10 +11,17 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 import sparekey
 from sparekey.api.metrics import Metrics, ResponseCounter
-from sparekey.api.problems import PROBLEMS, ProblemModel, problem_response, to_problem
+from sparekey.api.problems import (
+    MEDIA_TYPE,
+    PROBLEMS,
+    ProblemModel,
+    problem_response,
+    to_problem,
+)
 from sparekey.api.routers import (
     audit,
     device_tokens,
@@ -52,6 +59,8 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 _WEB_HTTP = {404: "There is no such page.", 405: "This page does not take that kind of request."}
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 _STATUS_SLUGS = {404: "not-found", 405: "method-not-allowed", 415: "unsupported-media-type"}
 
@@ -119,7 +128,10 @@ def _install_error_handlers(api: FastAPI) -> None:
         slug = _STATUS_SLUGS.get(exc.status_code)
         if slug is None:
             slug = "malformed-request" if exc.status_code < 500 else "internal-error"
-        return problem_response(slug, str(exc.detail), headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return problem_response(slug, str(exc.detail), headers=headers)
 
     @api.exception_handler(OperationalError)
     async def database_busy(request: Request, exc: OperationalError) -> Response:
@@ -138,6 +150,20 @@ def _install_error_handlers(api: FastAPI) -> None:
         return problem_response("internal-error", "the server failed; nothing was changed")
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this path (RFC 9110 §15.5.6). Starlette's own 405
+    names only the methods of the first route matching the path, and each operation is a route
+    of its own: ask the routes about each method instead."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 def _openapi(api: FastAPI) -> dict[str, Any]:
     """FastAPI's document, with error bodies declared as application/problem+json."""
     if api.openapi_schema:
@@ -148,15 +174,39 @@ def _openapi(api: FastAPI) -> dict[str, Any]:
         summary=api.summary,
         routes=api.routes,
     )
+    problem = {"schema": {"$ref": f"#/components/schemas/{ProblemModel.__name__}"}}
     for path in schema.get("paths", {}).values():
         for operation in path.values():
             for status, response in operation.get("responses", {}).items():
-                content = response.get("content", {})
-                if status.isdigit() and int(status) >= 400 and "application/json" in content:
-                    content["application/problem+json"] = content.pop("application/json")
+                if status.isdigit() and int(status) >= 400:  # whatever the success answer's type
+                    response["content"] = {MEDIA_TYPE: problem}
+    _hoist_definitions(schema)
     schema.setdefault("info", {})["description"] = (
         "Errors are RFC 9457 problem details; each `type` is a stable URI whose description "
         "this server serves. Problem types: " + ", ".join(sorted(PROBLEMS)) + "."
     )
     api.openapi_schema = schema
     return schema
+
+
+def _hoist_definitions(schema: dict[str, Any]) -> None:
+    """Move the ``$defs`` of JSON Schemas given whole (``openapi_extra``) into the document's
+    components, where their ``#/$defs/...`` references are rewritten to point: a ``$defs`` nested
+    in an operation does not resolve from the document's root."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+
+    def visit(node: object) -> None:
+        if isinstance(node, dict):
+            for name, definition in node.pop("$defs", {}).items():
+                visit(definition)
+                components.setdefault(name, definition)
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                node["$ref"] = "#/components/schemas/" + ref.removeprefix("#/$defs/")
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema.get("paths", {}))

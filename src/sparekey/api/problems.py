@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict
 
 from sparekey.domain import errors
 
-__all__ = ["PROBLEMS", "ProblemModel", "ProblemType", "problem_response", "to_problem"]
+__all__ = [
+    "MEDIA_TYPE",
+    "PROBLEMS",
+    "ProblemModel",
+    "ProblemType",
+    "problem_response",
+    "to_problem",
+]
 
 MEDIA_TYPE = "application/problem+json"
 

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from webauthn.helpers import bytes_to_base64url
 
 from sparekey.domain.models import (
@@ -37,23 +48,69 @@ def _safe_text(value: str) -> str:
     return value.strip()
 
 
-SafeText = Annotated[str, AfterValidator(_safe_text)]
+@dataclass(frozen=True, eq=False)
+class Documented:
+    """Metadata that adds JSON Schema keywords to a type's schema in the OpenAPI document, for
+    rules a validator enforces (the validator stays the source of the error message)."""
+
+    keywords: tuple[tuple[str, Any], ...]
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.update(dict(self.keywords))
+        return schema
+
+
+# _safe_text's rule in ECMA-262 syntax, so that clients (and fuzzers) know it.
+SAFE_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+SafeText = Annotated[str, AfterValidator(_safe_text), Documented((("pattern", SAFE_TEXT_PATTERN),))]
 UserIdPath = Annotated[
     str, Path(pattern=USER_ID_PATTERN, max_length=128, description="The application's user id")
 ]
 FactorIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A factor id")]
 Email = Annotated[
     str,
-    Field(max_length=320, pattern=r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,255}$"),
+    Field(
+        max_length=320, pattern=r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s\x00-\x1f\x7f-\x9f]{1,255}$"
+    ),
     AfterValidator(_safe_text),
 ]
 
 
 def _ip_address(value: str) -> str:
+    """An IPv4 or IPv6 address as JSON Schema's ``ipv4``/``ipv6`` formats take it (no IPv6 zone,
+    no surrounding space), in its canonical form."""
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        address = ipaddress.ip_address(value)
     except ValueError:
-        raise ValueError("must be an IPv4 or IPv6 address") from None
+        address = None
+    if address is None or "%" in value:
+        raise ValueError("must be an IPv4 or IPv6 address")
+    return str(address)
+
+
+IpAddress = Annotated[
+    str,
+    Field(max_length=64),
+    AfterValidator(_ip_address),
+    Documented((("anyOf", [{"format": "ipv4"}, {"format": "ipv6"}]),)),
+]
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """A date and time as the ``date-time`` format says (RFC 3339), not the other forms pydantic
+    would also parse (a number of seconds since 1970, no seconds)."""
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("must be a date and time with its zone, e.g. 2026-01-15T12:00:00Z")
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class RequestContext(BaseModel):
@@ -61,7 +118,7 @@ class RequestContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ip: Annotated[str, Field(max_length=64), AfterValidator(_ip_address)] | None = None
+    ip: IpAddress | None = None
     user_agent: Annotated[SafeText, Field(max_length=400)] | None = None
 
 
@@ -125,7 +182,27 @@ class UserList(BaseModel):
     )
 
 
+def _destination_of(kind: str, field: str, other: str) -> dict[str, Any]:
+    """JSON Schema for "a ``kind`` factor needs ``field``, and not ``other``"."""
+    return {
+        "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+        "then": {
+            "required": [field],
+            "properties": {field: {"type": "string", "minLength": 1}, other: {"type": "null"}},
+        },
+    }
+
+
 class FactorCreate(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                _destination_of("email", "address", "phone"),
+                _destination_of("sms", "phone", "address"),
+            ]
+        }
+    )
+
     type: Literal["totp", "hotp", "email", "sms"]
     label: Annotated[SafeText, Field(max_length=100)] | None = None
     address: Annotated[str, Field(max_length=320)] | None = Field(

@@ -90,12 +90,16 @@ def find_resync(
     else:
         current = floor + 1
         first_steps = range(current, current + policy.resync_window)
+    # As bytes: compare_digest refuses str with non-ASCII characters (which match no code).
+    first, second = (code.encode("ascii", "replace") for code in codes)
     for step in first_steps:
         pair = (
             hotp(key=secret, counter=step, digits=factor.digits, algorithm=factor.algorithm),
             hotp(key=secret, counter=step + 1, digits=factor.digits, algorithm=factor.algorithm),
         )
-        if hmac.compare_digest(pair[0], codes[0]) & hmac.compare_digest(pair[1], codes[1]):
+        if hmac.compare_digest(pair[0].encode(), first) & hmac.compare_digest(
+            pair[1].encode(), second
+        ):
             drift = step + 1 - current if factor.type is FactorType.TOTP else 0
             return Match(step=step + 1, drift=drift)
     return None

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from sparekey.api.deps import App, require
-from sparekey.api.schemas import USER_ID_PATTERN, AuditPageOut, AuditRecordOut
+from sparekey.api.schemas import USER_ID_PATTERN, AuditPageOut, AuditRecordOut, Moment
 from sparekey.domain.models import Scope
 
 router = APIRouter(tags=["audit"], dependencies=[Depends(require(Scope.ADMIN))])
@@ -23,10 +22,10 @@ def read_audit(
         Query(description="Event types, e.g. verify.failed; repeat for several"),
     ] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="From this time (inclusive), with its zone")
+        Moment | None, Query(description="From this time (inclusive), with its zone")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Until this time (exclusive), with its zone")
+        Moment | None, Query(description="Until this time (exclusive), with its zone")
     ] = None,
     cursor: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

@@ -47,6 +47,7 @@ _HEADERS = {
     "Cache-Control": {"description": "`no-store`", "schema": {"type": "string"}},
 }
 _BLOB = {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}
+_UPLOAD = {OCTET_STREAM: {"schema": {"type": "string", "format": "binary", "minLength": 1}}}
 _AUTH: dict[int | str, dict[str, Any]] = {
     401: _problem("No device token, or not a live one (an API key is refused here)"),
     403: _problem("The device token belongs to another user"),
@@ -124,7 +125,7 @@ def _blob(found: VaultBackupData) -> Response:
             "required": True,
             "description": "The vault as the desktop encrypted it: opaque bytes, at least one "
             "and at most `vault_backup_max_bytes` (1 MiB by default)",
-            "content": _BLOB,
+            "content": _UPLOAD,
         }
     },
 )
