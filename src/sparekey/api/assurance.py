@@ -15,7 +15,7 @@ from fastapi import Depends, Header
 
 from sparekey.api.deps import ManageKey
 from sparekey.domain.errors import PermissionDeniedError
-from sparekey.domain.models import ApiKey, Scope
+from sparekey.domain.models import ApiKey, OperatorRole, Scope
 from sparekey.services.assurance import Assurance
 
 __all__ = ["ASSURANCE_HEADER", "OVERRIDE", "REASON_HEADER", "Assured", "assurance_of", "forced"]
@@ -63,6 +63,10 @@ def forced(key: ApiKey, force: bool) -> bool:
 def _admin(key: ApiKey, what: str) -> None:
     if not key.allows(Scope.ADMIN):
         raise PermissionDeniedError(f"only an API key with the 'admin' scope may {what}")
+    # An operator's personal token has the admin scope, but only an admin operator may do what
+    # an administrator does: a helpdesk override would add a factor with no recovery case.
+    if key.operator_role is not None and key.operator_role != OperatorRole.ADMIN:
+        raise PermissionDeniedError(f"only an operator with the admin role may {what}")
 
 
 Assured = Annotated[Assurance, Depends(assurance_of)]

@@ -8,12 +8,19 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
-from sparekey.domain.errors import InvalidInputError, UserExistsError, UserNotFoundError
+from sparekey.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    UserExistsError,
+    UserNotFoundError,
+)
 from sparekey.domain.models import SYSTEM, Caller, User
 from sparekey.domain.ports import Clock
 from sparekey.services.audit import AuditEntry, Auditor
+from sparekey.storage import operators as operators_repo
 from sparekey.storage import throttle as throttle_repo
 from sparekey.storage import users as repo
+from sparekey.storage import web_sessions as sessions_repo
 from sparekey.storage.database import Database
 
 __all__ = ["UserPage", "UserService"]
@@ -102,8 +109,17 @@ class UserService:
     def delete(self, user_id: str, *, caller: Caller = SYSTEM) -> None:
         """Delete the user with every factor and backup code they had (the audit trail stays)."""
         with self._db.write() as conn:
+            operator = operators_repo.get_operator_by_user(conn, user_id)
+            if operator is not None:  # the operators row refers to it: keep both, say why
+                raise ConflictError(
+                    f"user {user_id!r} holds the second factors of operator {operator.name!r} "
+                    "and cannot be deleted"
+                )
             if not repo.delete_user(conn, user_id):
                 raise UserNotFoundError(user_id)
+            # Their web sessions end with them: the id may later be given to a new user, whose
+            # page a session left behind would open.
+            sessions_repo.delete_sessions_of(conn, user_id)
             self._auditor.record(conn, AuditEntry(event="user.deleted", user_id=user_id), caller)
 
     def search(self, *, query: str = "", cursor: str | None = None, limit: int = 50) -> UserPage:

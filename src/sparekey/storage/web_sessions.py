@@ -11,6 +11,7 @@ from sparekey.storage.tables import portal_links, web_sessions
 
 __all__ = [
     "delete_session",
+    "delete_sessions_of",
     "get_session",
     "insert_link",
     "insert_session",
@@ -90,6 +91,11 @@ def delete_session(conn: Connection, digest: bytes) -> str | None:
     )
     row = result.first()
     return None if row is None else str(row[0])
+
+
+def delete_sessions_of(conn: Connection, subject: str) -> int:
+    """End every session of ``subject`` (its user was deleted); how many there were."""
+    return conn.execute(delete(web_sessions).where(web_sessions.c.subject == subject)).rowcount
 
 
 def purge_expired(conn: Connection, *, now: datetime) -> None:
