@@ -1,10 +1,17 @@
-"""Several processes or threads opening a new SQLite database at the same moment (nodes
-starting together, migrators racing): none of them fails on the switch into WAL mode."""
+"""How Sparekey opens SQLite: several processes or threads opening a new database at the same
+moment (nodes starting together, migrators racing) all get WAL mode; every connection reads through
+a memory map; the write-ahead log is checkpointed in the background."""
 
 import threading
+import time
 from pathlib import Path
 
-from sparekey.storage.database import Database
+from sparekey.storage.database import (
+    SQLITE_AUTOCHECKPOINT_PAGES,
+    SQLITE_MMAP_BYTES,
+    Checkpointer,
+    Database,
+)
 
 OPENERS = 6
 ROUNDS = 200  # without waiting, the switch into WAL failed in a few rounds of 200
@@ -35,3 +42,47 @@ def test_connections_opening_a_new_file_at_once_all_get_wal(tmp_path: Path) -> N
             db.dispose()
     assert [repr(e) for e in errors] == []
     assert modes == ["wal"] * (OPENERS * ROUNDS)
+
+
+def test_each_connection_maps_the_file_and_leaves_checkpoints_to_the_checkpointer(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'settings.db'}")
+    try:
+        with db.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == SQLITE_MMAP_BYTES_CAPPED
+            assert (
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+                == SQLITE_AUTOCHECKPOINT_PAGES
+            )
+    finally:
+        db.dispose()
+
+
+SQLITE_MMAP_BYTES_CAPPED = min(SQLITE_MMAP_BYTES, 0x7FFF0000)  # SQLite's default build limit
+
+
+def test_the_checkpointer_copies_the_log_into_the_file_in_the_background(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.db"
+    db = Database(f"sqlite:///{path}")
+    checkpointer = Checkpointer(db, interval=0.05)
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+        for _ in range(50):
+            with db.write() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (randomblob(3000))")
+        # 150 KB written, all of it still in the log: 50 commits are far under the backstop.
+        assert path.stat().st_size < 50 * 3000
+        checkpointer.start()
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < 50 * 3000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size >= 50 * 3000, "the checkpointer copied the log into the file"
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 50
+    finally:
+        checkpointer.stop()
+        db.dispose()

@@ -29,7 +29,7 @@ from sparekey.domain.models import AuditRecord, Scope
 from sparekey.runtime import InitResult, Sparekey, initialize, migrate_schema
 from sparekey.services.audit import Sealer
 from sparekey.settings import Settings, load_settings
-from sparekey.storage.database import Database
+from sparekey.storage.database import Checkpointer, Database
 
 app = typer.Typer(
     help="Sparekey: two-factor authentication with backup and recovery built in.",
@@ -91,6 +91,8 @@ def serve(
     sparekey = Sparekey.open(settings)
     sealer = Sealer(sparekey.audit, interval=settings.audit_seal_interval_seconds)
     sealer.start()
+    checkpointer = Checkpointer(sparekey.db)
+    checkpointer.start()
     delivery = sparekey.delivery if settings.run_worker and sparekey.delivery.enabled else None
     if delivery is not None:
         delivery.start()
@@ -112,6 +114,7 @@ def serve(
         if delivery is not None:
             delivery.stop()
         sealer.stop()
+        checkpointer.stop()
         sparekey.close()
 
 

@@ -21,7 +21,9 @@ lock, SQLite its one write lock.
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +43,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sparekey import __version__
 from sparekey.storage.prepared import Unit
 from sparekey.storage.tables import schema_compat
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPAT_SINCE",
@@ -373,8 +377,50 @@ class Database:
         except CommandError as exc:
             raise SchemaError(f"cannot migrate the database to {to}: {exc}") from None
 
+    def checkpoint(self) -> None:
+        """Copy what the SQLite write-ahead log holds back into the database file, without
+        waiting for readers or writers (``PASSIVE``); nothing to do on PostgreSQL."""
+        if not self.is_sqlite:
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").all()
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class Checkpointer:
+    """Checkpoints a SQLite database every ``interval`` seconds in a background thread
+    (``sparekey serve``), so that no request pays for it.
+
+    Without it, the commit that fills the write-ahead log past SQLite's threshold copies the log
+    into the database file and syncs it, inside that request; with a large database the pages
+    are scattered and the sync is slow. Connections still checkpoint by themselves past
+    :data:`SQLITE_AUTOCHECKPOINT_PAGES`, in processes that run no checkpointer or if it falls
+    behind.
+    """
+
+    def __init__(self, db: Database, *, interval: float = 1.0) -> None:
+        self._db = db
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
+
+    def start(self) -> None:
+        if self._db.is_sqlite:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._db.checkpoint()
+            except Exception:  # the next round retries; connections checkpoint past the backstop
+                log.exception("checkpointing the database failed")
 
 
 def _revision(conn: Connection) -> str | None:
@@ -442,10 +488,18 @@ def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
     _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Read the file through a memory map: the pages of a large database are then shared by every
+    # pooled connection (through the OS page cache) instead of re-read into each connection's
+    # own 2 MB cache, which holds a 1,000-user database but a sliver of a 1,000,000-user one.
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
     cursor.close()
 
 
 SQLITE_BUSY_MS = 10_000
+SQLITE_MMAP_BYTES = 1 << 31  # address space, not memory; SQLite caps it at its build's limit
+# A backstop (SQLite's default is 1,000 pages): serve's Checkpointer keeps the log far shorter.
+SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 
 
 def _enter_wal(cursor: Any) -> None:
