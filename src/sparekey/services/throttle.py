@@ -51,9 +51,13 @@ class Throttle:
         if state.locked_until is not None and state.locked_until > now:
             raise ThrottledError(_seconds_until(state.locked_until, now))
 
-    def succeed(self, unit: Unit, user_id: str, *, now: datetime) -> None:
-        """A good code: reset the count, unless a concurrent failure locked the user first."""
-        if not repo.record_success(unit.write(), user_id, now=now):
+    def succeed(
+        self, unit: Unit, user_id: str, *, now: datetime, seen: ThrottleState | None = None
+    ) -> None:
+        """A good code: reset the count, unless a concurrent failure locked the user first.
+        ``seen``: the state this unit read, if any; with nothing to reset, nothing is written."""
+        reset = seen is None or seen.failures != 0 or seen.locked_until is not None
+        if not repo.record_success(unit.write(), user_id, now=now, reset=reset):
             raise ThrottledError(math.ceil(self.policy.base_delay_seconds))
 
     def fail(self, unit: Unit, user_id: str, *, now: datetime) -> ThrottleState | None:

@@ -145,7 +145,7 @@ class VerificationService:
         now: datetime,
     ) -> VerifyResult:
         factor_id, type = factor
-        self._throttle.succeed(unit, user_id, now=now)
+        self._throttle.succeed(unit, user_id, now=now, seen=state.throttle)
         if state.open_recovery_case and self._on_sign_in is not None:
             self._on_sign_in(unit, user_id, caller)
         details = {"factor_id": factor_id, "factor_type": type.value}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, bindparam, or_, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from sparekey.storage.prepared import Prepared, Unit, run
 from sparekey.storage.tables import users
@@ -28,6 +28,9 @@ _FAILURE = Prepared(
     .returning(users.c.otp_failures)
 )
 _SUCCESS = Prepared(update(users).where(_OPEN).values(otp_failures=0, otp_locked_until=None))
+# The same condition without a write; FOR UPDATE waits for, then re-reads, a concurrent change of
+# the row on PostgreSQL (SQLite's write lock, already held, orders it there).
+_STILL_OPEN = Prepared(select(users.c.id).where(_OPEN).with_for_update())
 _LOCK = Prepared(
     update(users)
     .where(users.c.id == bindparam("user_id"))
@@ -46,9 +49,17 @@ def record_failure(unit: Unit, user_id: str, *, now: datetime) -> int | None:
     return None if row is None else int(row[0])
 
 
-def record_success(unit: Unit, user_id: str, *, now: datetime) -> bool:
-    """Reset the count after a good code; False if the user is locked now (refuse the code)."""
-    return run(unit, _SUCCESS, {"user_id": user_id, "now": now}).rowcount == 1
+def record_success(unit: Unit, user_id: str, *, now: datetime, reset: bool = True) -> bool:
+    """Reset the count after a good code; False if the user is locked now (refuse the code).
+
+    ``reset=False`` when this unit read a count of zero and no lock: the row is only checked, not
+    rewritten (most good codes; a write would dirty a page of ``users`` for nothing). A failure
+    counted concurrently is then left counted, which errs on the strict side.
+    """
+    parameters = {"user_id": user_id, "now": now}
+    if reset:
+        return run(unit, _SUCCESS, parameters).rowcount == 1
+    return run(unit, _STILL_OPEN, parameters).fetchone() is not None
 
 
 def lock(
