@@ -11,7 +11,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuMeter", "CpuUse", "HostTicks", "background_cpu", "host_ticks", "process_cpu_seconds"]
+__all__ = [
+    "CpuMeter",
+    "CpuUse",
+    "HostTicks",
+    "background_cpu",
+    "host_ticks",
+    "process_cpu_seconds",
+    "process_tree",
+]
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -22,6 +30,25 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a pre-forking server's master and its workers), or just
+    ``pid`` where /proc does not list children."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                pending += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return found
 
 
 @dataclass(frozen=True)
@@ -79,24 +106,36 @@ class CpuUse:
 
 
 class CpuMeter:
-    """Measures :class:`CpuUse` from :meth:`start` to :meth:`read`."""
+    """Measures :class:`CpuUse` from :meth:`start` to :meth:`read`.
 
-    def __init__(self, server_pid: int) -> None:
+    With ``tree``, the server is the process and its descendants (workers that live through the
+    whole measurement, as a pre-forking server's do).
+    """
+
+    def __init__(self, server_pid: int, *, tree: bool = False) -> None:
         self._pid = server_pid
+        self._tree = tree
         self._wall = 0.0
         self._client = 0.0
         self._server: float | None = None
         self._host: HostTicks | None = None
 
+    def _server_seconds(self) -> float | None:
+        if not self._tree:
+            return process_cpu_seconds(self._pid)
+        readings = [process_cpu_seconds(pid) for pid in process_tree(self._pid)]
+        known = [r for r in readings if r is not None]
+        return sum(known) if known else None
+
     def start(self) -> None:
         self._wall = time.perf_counter()
         self._client = time.process_time()
-        self._server = process_cpu_seconds(self._pid)
+        self._server = self._server_seconds()
         self._host = host_ticks()
 
     def read(self) -> CpuUse:
         wall = time.perf_counter() - self._wall
-        server = process_cpu_seconds(self._pid)
+        server = self._server_seconds()
         server_pct = None
         if server is not None and self._server is not None and wall > 0:
             server_pct = round(100 * (server - self._server) / wall, 1)

@@ -21,7 +21,9 @@ __all__ = [
     "Connection",
     "LoadStats",
     "Response",
+    "Verdict",
     "build_request",
+    "is_verified",
     "percentile",
     "run_load",
 ]
@@ -32,6 +34,9 @@ _ERROR_SAMPLES = 5
 
 RequestSource = Callable[[], bytes]
 """Returns the next request of one worker, fully encoded."""
+
+Verdict = Callable[["Response"], bool]
+"""Whether a 200 answer says the code was verified; each server says it its own way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +151,12 @@ class LoadStats:
     def rate(self) -> float:
         return self.requests / self.elapsed if self.elapsed > 0 else 0.0
 
-    def record(self, seconds: float, response: Response) -> None:
+    def record(self, seconds: float, response: Response, verdict: Verdict | None = None) -> None:
         self.latencies.append(seconds)
         self.statuses[response.status] += 1
         if response.status != 200:
             self._sample(f"HTTP {response.status}: {response.body[:300]!r}")
-        elif _is_verified(response):
+        elif (verdict or is_verified)(response):
             self.verified += 1
 
     def _sample(self, text: str) -> None:
@@ -163,8 +168,9 @@ class LoadStats:
         self._sample(f"{type(exc).__name__}: {exc}")
 
 
-def _is_verified(response: Response) -> bool:
-    """Whether a 200 answer is ``{"verified": true, ...}``; a body that is not JSON is not."""
+def is_verified(response: Response) -> bool:
+    """Whether a 200 answer is Sparekey's ``{"verified": true, ...}``; a body that is not JSON is
+    not."""
     try:
         body = response.json()
     except ValueError:
@@ -187,7 +193,11 @@ class _Budget:
 
 
 async def _worker(
-    connection: Connection, source: RequestSource, budget: _Budget, stats: LoadStats
+    connection: Connection,
+    source: RequestSource,
+    budget: _Budget,
+    stats: LoadStats,
+    verdict: Verdict | None,
 ) -> None:
     while budget.take():
         request = source()
@@ -198,7 +208,7 @@ async def _worker(
         except (OSError, EOFError, ValueError, TimeoutError) as exc:
             stats.fail(exc)  # IncompleteReadError is an EOFError, ConnectionError an OSError
             continue
-        stats.record(time.perf_counter() - started, response)
+        stats.record(time.perf_counter() - started, response, verdict)
 
 
 async def run_load(
@@ -207,11 +217,13 @@ async def run_load(
     *,
     max_requests: int,
     max_seconds: float,
+    verdict: Verdict | None = None,
 ) -> LoadStats:
     """Closed loop: worker i sends ``sources[i]()`` on ``connections[i]``, one at a time.
 
     The run ends when ``max_requests`` have been started or ``max_seconds`` have passed; requests
-    in flight at the deadline are completed and counted.
+    in flight at the deadline are completed and counted. ``verdict`` tells a verified answer
+    (Sparekey's ``{"verified": true}`` by default).
     """
     if len(connections) != len(sources):
         raise ValueError("one request source per connection")
@@ -219,7 +231,7 @@ async def run_load(
     stats = LoadStats()
     started = time.perf_counter()
     await asyncio.gather(
-        *(_worker(c, s, budget, stats) for c, s in zip(connections, sources, strict=True))
+        *(_worker(c, s, budget, stats, verdict) for c, s in zip(connections, sources, strict=True))
     )
     stats.elapsed = time.perf_counter() - started
     return stats
