@@ -1,6 +1,7 @@
 """How Sparekey opens SQLite: several processes or threads opening a new database at the same
-moment (nodes starting together, migrators racing) all get WAL mode; every connection reads through
-a memory map; the write-ahead log is checkpointed in the background."""
+moment (nodes starting together, migrators racing) all get WAL mode; connections keep a large page
+cache and the warmest is handed out first; the write-ahead log is checkpointed in the
+background."""
 
 import threading
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from sparekey.storage.database import (
     SQLITE_AUTOCHECKPOINT_PAGES,
-    SQLITE_MMAP_BYTES,
+    SQLITE_CACHE_KIB,
     Checkpointer,
     Database,
 )
@@ -44,22 +45,19 @@ def test_connections_opening_a_new_file_at_once_all_get_wal(tmp_path: Path) -> N
     assert modes == ["wal"] * (OPENERS * ROUNDS)
 
 
-def test_each_connection_maps_the_file_and_leaves_checkpoints_to_the_checkpointer(
+def test_connections_have_a_large_cache_and_leave_checkpoints_to_the_checkpointer(
     tmp_path: Path,
 ) -> None:
     db = Database(f"sqlite:///{tmp_path / 'settings.db'}")
     try:
         with db.read() as conn:
-            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == SQLITE_MMAP_BYTES_CAPPED
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
             assert (
                 conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
                 == SQLITE_AUTOCHECKPOINT_PAGES
             )
     finally:
         db.dispose()
-
-
-SQLITE_MMAP_BYTES_CAPPED = min(SQLITE_MMAP_BYTES, 0x7FFF0000)  # SQLite's default build limit
 
 
 def test_the_checkpointer_copies_the_log_into_the_file_in_the_background(
@@ -85,4 +83,21 @@ def test_the_checkpointer_copies_the_log_into_the_file_in_the_background(
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 50
     finally:
         checkpointer.stop()
+        db.dispose()
+
+
+def test_the_pool_hands_out_the_connection_used_last(tmp_path: Path) -> None:
+    """One request after another reuses one connection (and its warm page cache)."""
+    db = Database(f"sqlite:///{tmp_path / 'lifo.db'}")
+    try:
+        held = [db.engine.raw_connection() for _ in range(4)]  # four pooled connections
+        ids = [id(c.dbapi_connection) for c in held]
+        for connection in held:
+            connection.close()
+        seen = set()
+        for _ in range(10):
+            with db.unit() as unit:
+                seen.add(id(unit._connection.dbapi_connection))
+        assert seen == {ids[-1]}, "the last one returned is the one reused"
+    finally:
         db.dispose()
