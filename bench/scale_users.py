@@ -8,11 +8,15 @@ sealed into the hash chain by the auditor. A reference user enrolled through the
 scratch deployment checks, at every generation, that the bulk rows look like real ones.
 
 The databases are cached under bench/.scale/ (git-ignored); each run measures copies of them.
+With ``--backend postgres`` each population is a database of its own on 127.0.0.1:5432
+(``sparekey_scale_<N>``, kept as the cache, its key file under bench/.scale/postgres-<N>/); each
+run measures a copy made with ``CREATE DATABASE ... TEMPLATE``, dropped at the end.
 Both sizes then run behind their own ``sparekey serve`` at once, and the load alternates between
 them, round after round (1k, 1M, 1M, 1k, ...), with users drawn at random from the whole
 population. Prints the medians over the rounds and the ratio 1M/1k; writes JSON to bench/results/.
 
     .venv/bin/python bench/scale_users.py [--sizes 1000,1000000] [--rounds 4] [--quick]
+        [--backend sqlite|postgres]
 
 Seeds are derived from each user's id with a fixed, public label, so the client can compute
 codes for any user without a list of secrets: a generated database is for this benchmark only.
@@ -43,12 +47,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import SQLAlchemyError
 
 from cpu import background_cpu
 from loadgen import RequestSource, build_request
 from servers import (
+    PG_ADMIN_URL,
     REPO,
     SPAREKEY,
     Server,
@@ -94,6 +101,7 @@ FLAT = 0.10  # "flat": throughput and p50 within 10% of the small population's
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    backend: str
     sizes: tuple[int, ...]
     rounds: int
     concurrencies: tuple[int, ...]
@@ -104,6 +112,7 @@ class Config:
 
 
 FULL = Config(
+    backend="sqlite",
     sizes=(1_000, 1_000_000),
     rounds=4,
     concurrencies=(1, 8, 32),
@@ -113,6 +122,7 @@ FULL = Config(
     warmup_seconds=1.0,
 )
 QUICK = Config(
+    backend="sqlite",
     sizes=(1_000, 20_000),
     rounds=2,
     concurrencies=(1, 8),
@@ -312,44 +322,103 @@ def schema_head() -> str:
             database.dispose()
 
 
-def cached_deployment(size: int) -> Path:
+def pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def pg_admin(statement: str, **params: str) -> Any:
+    """Run one statement as PostgreSQL's administrator, outside a transaction."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            result = conn.execute(text(statement), params)
+            return result.all() if result.returns_rows else None
+    except SQLAlchemyError as exc:
+        raise ServerError(f"PostgreSQL at {PG_ADMIN_URL}: {exc}") from exc
+    finally:
+        admin.dispose()
+
+
+def pg_cache_name(size: int) -> str:
+    return f"sparekey_scale_{size}"
+
+
+def pg_exists(name: str) -> bool:
+    return bool(pg_admin("SELECT 1 FROM pg_database WHERE datname = :name", name=name))
+
+
+def database_env(backend: str, database: str | None) -> dict[str, str]:
+    """What a deployment's processes need besides their data directory."""
+    return {"SPAREKEY_DATABASE_URL": pg_url(database)} if backend == "postgres" and database else {}
+
+
+def cached_deployment(size: int, backend: str) -> Path:
     """The data directory of a generated population of ``size``, made if missing or made by an
-    older schema."""
-    folder = CACHE / f"sqlite-{size}"
+    older schema (on PostgreSQL, with its database ``sparekey_scale_<size>``)."""
+    folder = CACHE / f"{backend}-{size}"
     marker = folder / "generated.json"
     head = schema_head()
-    if marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("schema") == head:
+    database = pg_cache_name(size) if backend == "postgres" else None
+    made = marker.exists() and json.loads(marker.read_text("utf-8")).get("schema") == head
+    if made and (database is None or pg_exists(database)):
         return folder
     print(f"generating {size:,} users into {folder.relative_to(REPO)} ...", file=sys.stderr)
     check_fidelity()
-    partial = CACHE / f"sqlite-{size}.partial"
+    partial = CACHE / f"{backend}-{size}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
+    if database is not None:
+        pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        pg_admin(f'CREATE DATABASE "{database}"')
     started = time.perf_counter()
-    sparekey_init(partial, server_env())  # its admin key is printed and dropped
-    app = Sparekey.open(load_settings(partial))
+    env = database_env(backend, database)
+    sparekey_init(partial, server_env(**env))  # its admin key is printed and dropped
+    app = Sparekey.open(load_settings(partial, database_url=env.get("SPAREKEY_DATABASE_URL")))
     try:
         insert_population(app, 1, size, progress=True)
         with app.db.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            if backend == "sqlite":
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         app.close()
+    if database is not None:  # as autovacuum would soon: statistics and the visibility map
+        vacuum = create_engine(pg_url(database), isolation_level="AUTOCOMMIT")
+        try:
+            with vacuum.connect() as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
+        finally:
+            vacuum.dispose()
+        pg_admin("CHECKPOINT")
     seconds = round(time.perf_counter() - started, 1)
-    info = {"users": size, "schema": head, "seconds": seconds, "source": source_state()}
+    info = {
+        "users": size,
+        "backend": backend,
+        "database": database,
+        "schema": head,
+        "seconds": seconds,
+        "source": source_state(),
+    }
     (partial / "generated.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     partial.rename(folder)
     print(f"  {size:,} users generated in {seconds:,.0f} s", file=sys.stderr, flush=True)
     return folder
 
 
-def working_copy(cached: Path, work: Path) -> tuple[Path, str]:
+def working_copy(cached: Path, work: Path, backend: str) -> tuple[Path, str, str | None]:
     """A copy of a cached deployment to measure (verifying moves counters and adds audit
-    records), with a fresh verify-scope API key for the load, kept in memory only."""
+    records), with a fresh verify-scope API key for the load, kept in memory only; on
+    PostgreSQL, also the name of the database copied from the cached one."""
     target = work / cached.name
     shutil.copytree(cached, target)
+    database = None
+    if backend == "postgres":
+        size = json.loads((cached / "generated.json").read_text(encoding="utf-8"))["users"]
+        database = f"{pg_cache_name(size)}_work"
+        pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        pg_admin(f'CREATE DATABASE "{database}" TEMPLATE "{pg_cache_name(size)}"')
     done = subprocess.run(
         [str(SPAREKEY), "apikey", "create", "scale-bench", "--scope", "verify"],
-        env=server_env(SPAREKEY_DATA_DIR=str(target)),
+        env=server_env(SPAREKEY_DATA_DIR=str(target), **database_env(backend, database)),
         capture_output=True,
         text=True,
         timeout=120,
@@ -358,7 +427,7 @@ def working_copy(cached: Path, work: Path) -> tuple[Path, str]:
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise ServerError(f"sparekey apikey create failed: {done.stderr.strip()[-1000:]}")
-    return target, lines[-1].strip()
+    return target, lines[-1].strip(), database
 
 
 # --- Load: random users over the whole population ---
@@ -413,27 +482,56 @@ class Population:
 # --- Query plans of the hot path ---
 
 
-def explain(data_dir: Path) -> dict[str, list[str]]:
-    """SQLite's plan for each statement of a verification, on the given database."""
-    dialect = sqlite_dialect.dialect()
+_EXPLAINED = {
+    "read the user, throttle and factors": factors_repo._VERIFY_STATE,
+    "advance the HOTP counter": factors_repo._ADVANCE,
+    "count a failure": throttle_repo._FAILURE,
+    "reset the failures": throttle_repo._SUCCESS,
+}
+
+
+def explain(data_dir: Path, database: str | None) -> dict[str, list[str]]:
+    """The database's plan for each statement of a verification, on the given deployment."""
     now = datetime.now(UTC)
     params = {"user_id": user_id(1), "now": now, "factor_id": "fct_x", "step": 1, "drift": 0}
-    statements = {
-        "read the user, throttle and factors": factors_repo._VERIFY_STATE,
-        "advance the HOTP counter": factors_repo._ADVANCE,
-        "count a failure": throttle_repo._FAILURE,
-        "reset the failures": throttle_repo._SUCCESS,
-    }
+    if database is not None:
+        return _explain_postgres(database, params)
+    dialect = sqlite_dialect.dialect()
     plans = {}
     db = sqlite3.connect(data_dir / "sparekey.db")
     try:
-        for name, prepared in statements.items():
+        for name, prepared in _EXPLAINED.items():
             compiled = prepared.compiled(dialect)
             rows = db.execute("EXPLAIN QUERY PLAN " + compiled.sql, compiled.parameters(params))
             plans[name] = [row[-1] for row in rows]
         plans["audit record"] = [f"INSERT INTO audit_events: {_indexes(db, 'audit_events')}"]
     finally:
         db.close()
+    return plans
+
+
+def _explain_postgres(database: str, params: dict[str, Any]) -> dict[str, list[str]]:
+    """PostgreSQL's plans (``EXPLAIN``, not run: nothing changes), scans and joins only."""
+    dialect = postgresql_dialect.psycopg.dialect()
+    engine = create_engine(pg_url(database))
+    plans = {}
+    try:
+        with engine.connect() as conn:
+            for name, prepared in _EXPLAINED.items():
+                compiled = prepared.compiled(dialect)
+                rows = conn.exec_driver_sql("EXPLAIN " + compiled.sql, compiled.parameters(params))
+                lines = [str(row[0]).strip().removeprefix("-> ").strip() for row in rows]
+                plans[name] = [line for line in lines if "Scan" in line or "Join" in line]
+            indexes = conn.exec_driver_sql(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_events'"
+            ).all()
+            names = ", ".join(sorted(str(row[0]) for row in indexes))
+            plans["audit record"] = [
+                f"INSERT INTO audit_events: the table and its {len(indexes)} indexes ({names})"
+            ]
+            conn.rollback()
+    finally:
+        engine.dispose()
     return plans
 
 
@@ -456,17 +554,24 @@ class Report:
 
 async def measure_rounds(report: Report, work: Path, stamp: str) -> None:
     config = report.config
-    populations, results, servers = {}, {}, {}
-    copies = {}
-    for size in config.sizes:
-        cached = cached_deployment(size)
-        report.generated[size] = json.loads((cached / "generated.json").read_text("utf-8"))
-        print(f"copying {cached.relative_to(REPO)} ...", file=sys.stderr, flush=True)
-        copies[size], token = working_copy(cached, work)
-        populations[size] = Population(size=size, token=token)
-    report.plans = explain(copies[max(config.sizes)])
-    env = server_env(**THROTTLE)
+    populations: dict[int, Population] = {}
+    results: dict[int, BackendResult] = {}
+    servers: dict[int, Server] = {}
+    copies: dict[int, Path] = {}
+    databases: dict[int, str | None] = {}
     with contextlib.ExitStack() as stack:
+        for size in config.sizes:
+            cached = cached_deployment(size, config.backend)
+            report.generated[size] = json.loads((cached / "generated.json").read_text("utf-8"))
+            print(f"copying {cached.relative_to(REPO)} ...", file=sys.stderr, flush=True)
+            copies[size], token, databases[size] = working_copy(cached, work, config.backend)
+            if databases[size] is not None:
+                stack.callback(
+                    pg_admin, f'DROP DATABASE IF EXISTS "{databases[size]}" WITH (FORCE)'
+                )
+            populations[size] = Population(size=size, token=token)
+        largest = max(config.sizes)
+        report.plans = explain(copies[largest], databases[largest])
         for size in config.sizes:
             busy, steal = await background_cpu()
             result = BackendResult(
@@ -481,7 +586,7 @@ async def measure_rounds(report: Report, work: Path, stamp: str) -> None:
                     f"sparekey ({label(size)} users)",
                     sparekey_argv(copies[size], port),
                     port=port,
-                    env=env,
+                    env=server_env(**THROTTLE, **database_env(config.backend, databases[size])),
                     log_path=log_path,
                 )
             )
@@ -632,7 +737,8 @@ def print_report(
             f"   {'flat' if row['flat'] else 'NOT FLAT'}"
         )
     if report.plans:
-        print(f"\nSQLite's plans for a verification's statements ({large} users):")
+        engine = "SQLite" if report.config.backend == "sqlite" else "PostgreSQL"
+        print(f"\n{engine}'s plans for a verification's statements ({large} users):")
         for name, plan in report.plans.items():
             print(f"  {name}:")
             for line in plan:
@@ -653,6 +759,7 @@ def write_json(
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version,
+            "backend": report.config.backend,
             "platform": platform.platform(),
             "client_event_loop": loop_name(),
             "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -690,6 +797,12 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser.add_argument("--requests", type=int, help="request bound of each measured run")
     parser.add_argument("--seconds", type=float, help="time bound of each measured run")
     parser.add_argument("--concurrency", help="comma-separated requests in flight [1,8,32]")
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the database: SQLite files, or PostgreSQL on 127.0.0.1:5432 [sqlite]",
+    )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     try:
@@ -705,6 +818,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         parser.error("--sizes needs two sizes or more, each at least the highest concurrency")
     return replace(
         config,
+        backend=args.backend,
         sizes=tuple(sorted(set(sizes))),
         concurrencies=concurrencies,
         rounds=args.rounds or config.rounds,
