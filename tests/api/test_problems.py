@@ -343,3 +343,27 @@ def test_the_document_says_which_destination_each_factor_needs(client: TestClien
         {"type": "sms", "phone": "1", "address": "a@example.com"},
     ):
         assert_problem(client.post("/v1/users/alice/factors", json=body), 422, "invalid-input")
+
+
+def test_a_database_failure_on_the_verify_path_is_a_503_and_passes(
+    client: TestClient, sparekey: Sparekey
+) -> None:
+    """The verify route talks to the driver directly (storage/prepared.py); its errors are raised
+    as SQLAlchemy's, so a failing database answers 503 problem+json there too, not 500."""
+    if not sparekey.db.is_sqlite:
+        pytest.skip("a failure of the SQLite file is made on demand; the translation is shared")
+    create_user(client)
+    factor = enroll(client, type="hotp")
+    url = f"/v1/users/alice/factors/{factor['id']}"
+    secret = str(factor["secret"])
+    assert client.post(f"{url}/confirm", json={"code": hotp_code(secret, 0)}).status_code == 200
+    with sparekey.db.write() as conn:  # the file loses a table the verify read needs
+        conn.exec_driver_sql("ALTER TABLE fallback_codes RENAME TO fallback_codes_away")
+    code = {"code": hotp_code(secret, 1)}
+    problem = assert_problem(client.post("/v1/users/alice/verify", json=code), 503, "unavailable")
+    assert "Traceback" not in json.dumps(problem)
+    with sparekey.db.write() as conn:
+        conn.exec_driver_sql("ALTER TABLE fallback_codes_away RENAME TO fallback_codes")
+    answer = client.post("/v1/users/alice/verify", json=code)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["verified"] is True, "the failed attempt spent nothing"

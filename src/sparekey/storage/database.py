@@ -37,7 +37,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from sparekey import __version__
@@ -266,13 +266,21 @@ class Database:
         :mod:`sparekey.storage.prepared`); commits only if :meth:`Unit.write` ran."""
         connection = self.engine.raw_connection()
         unit = Unit(connection, self.engine.dialect)
+        dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         try:
-            yield unit
-        except BaseException:
-            unit.finish(commit=False)
-            raise
-        else:
-            unit.finish(commit=True)
+            try:
+                yield unit
+            except BaseException:
+                unit.finish(commit=False)
+                raise
+            else:
+                unit.finish(commit=True)
+        except dbapi_error as exc:
+            # The driver's own error, as SQLAlchemy would have raised it (OperationalError for a
+            # lost server or a busy file), so that callers handle both paths alike.
+            if self.engine.dialect.is_disconnect(cast(Any, exc), connection.dbapi_connection, None):
+                connection.invalidate(exc)
+            raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
         finally:
             connection.close()
 
