@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from tests.conftest import PG_ADMIN_URL
 
 T = TypeVar("T")
 
@@ -138,3 +144,32 @@ def step_up(client: TestClient, code: str, user_id: str = "alice") -> dict[str, 
     answer = client.post(f"/v1/users/{user_id}/verify", json={"code": code}).json()
     assert answer["verified"] is True, answer
     return assured(answer["assurance_token"])
+
+
+def new_pg_database(prefix: str) -> str:
+    """A new, empty PostgreSQL database named after ``prefix``; its URL."""
+    name = f"{prefix}_{os.getpid()}_{random.randrange(10**9)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop the database of ``url``, ending whatever sessions it still has."""
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@contextmanager
+def pg_database(prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of the block's own (its URL), dropped after it."""
+    url = new_pg_database(prefix)
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)

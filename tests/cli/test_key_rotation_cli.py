@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import threading
@@ -20,7 +19,7 @@ from sparekey.protocols.rfc4226 import hotp
 from sparekey.runtime import Sparekey
 from sparekey.settings import load_settings
 from tests.cli.test_cli import SPAREKEY, _free_port, run
-from tests.conftest import PG_ADMIN_URL
+from tests.helpers import pg_database
 from tests.services.test_keys import hotp_users
 
 USERS = 240
@@ -31,14 +30,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'data' / 'sparekey.db'}"
         return
-    name = f"sparekey_rotate_{os.getpid()}_{random.randrange(10**6)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with pg_database("sparekey_rotate") as url:
+        yield url
 
 
 def keys_in_use(url: str) -> dict[int, int]:

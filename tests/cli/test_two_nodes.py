@@ -15,7 +15,6 @@ deployment's own random key ids). Requests without a ``context.ip`` are not IP-l
 from __future__ import annotations
 
 import os
-import random
 import secrets
 import signal
 import subprocess
@@ -30,11 +29,9 @@ from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.cli.test_cli import SPAREKEY, _free_port
-from tests.conftest import PG_ADMIN_URL
-from tests.helpers import totp_code
+from tests.helpers import pg_database, totp_code
 from tests.softauthn import SoftAuthenticator
 
 pytestmark = pytest.mark.postgres
@@ -74,14 +71,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    name = f"sparekey_nodes_{os.getpid()}_{random.randrange(10**6)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with pg_database("sparekey_nodes") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -44,8 +44,7 @@ from sparekey.runtime import Sparekey
 from sparekey.settings import load_settings
 from sparekey.storage.database import Database
 from tests.cli.test_cli import SPAREKEY, _free_port
-from tests.helpers import totp_code
-from tests.operations.conftest import drop_pg_database, new_pg_database
+from tests.helpers import pg_database, totp_code
 from tests.operations.synthetic import ADD_NOTES, NOTE_NOT_NULL, synthetic_migrations
 
 RELEASE = "0.2.0"
@@ -178,9 +177,8 @@ def deployment(home: Path, old_source: Path, database_url: str, **env: str) -> D
 
 @pytest.fixture
 def postgres() -> Iterator[str]:
-    url = new_pg_database("sparekey_rolling")
-    yield url
-    drop_pg_database(url)
+    with pg_database("sparekey_rolling") as url:
+        yield url
 
 
 def test_the_old_release_is_what_the_old_nodes_import(old_source: Path, tmp_path: Path) -> None:
