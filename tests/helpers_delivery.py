@@ -134,3 +134,17 @@ def twilio_api(*failures: Answer) -> Callable[[Received, int], Answer]:
         )
 
     return answer
+
+
+def twilio_settings(provider: Provider) -> dict[str, Any]:
+    """Settings that send SMS through ``provider`` speaking Twilio's API, failing fast: one
+    attempt, 2 s (pass them to ``load_settings`` with the test's own)."""
+    return {
+        "sms_provider": "twilio",
+        "twilio_account_sid": ACCOUNT,
+        "twilio_auth_token": TOKEN,
+        "twilio_from": "+15005550006",
+        "twilio_base_url": provider.base_url,
+        "delivery_timeout_seconds": 2,
+        "delivery_retries": 0,
+    }

@@ -16,7 +16,7 @@ from sparekey.settings import Settings, load_settings
 from tests.api.test_problems import assert_problem
 from tests.conftest import START
 from tests.helpers import OVERRIDE, assured, create_user, enroll_confirmed_totp, race, step_up
-from tests.helpers_delivery import ACCOUNT, TOKEN, Answer, Provider, Received, twilio_api
+from tests.helpers_delivery import Answer, Provider, Received, twilio_api, twilio_settings
 from tests.helpers_notifications import LOOPBACK, SmtpReceiver
 
 PHONE = "+447911123456"
@@ -53,13 +53,7 @@ def settings(
         smtp_port=smtp.port,
         smtp_starttls=False,
         smtp_from="security@example.com",
-        sms_provider="twilio",
-        twilio_account_sid=ACCOUNT,
-        twilio_auth_token=TOKEN,
-        twilio_from="+15005550006",
-        twilio_base_url=sms.base_url,
-        delivery_timeout_seconds=2,
-        delivery_retries=0,
+        **twilio_settings(sms),
         fallback_channels=mode,
     )
 

@@ -18,7 +18,7 @@ from sparekey.settings import Settings, load_settings
 from tests.api.test_fallback import enroll_sms, sms_codes, verify
 from tests.api.test_problems import assert_problem
 from tests.helpers import create_user, enroll_confirmed_totp
-from tests.helpers_delivery import ACCOUNT, TOKEN, Provider, twilio_api
+from tests.helpers_delivery import Provider, twilio_api, twilio_settings
 
 
 @pytest.fixture
@@ -34,13 +34,7 @@ def settings(tmp_path: Path, database_url: str, sms: Provider) -> Settings:
         tmp_path / "data",
         database_url=database_url,
         public_url="https://example.com",
-        sms_provider="twilio",
-        twilio_account_sid=ACCOUNT,
-        twilio_auth_token=TOKEN,
-        twilio_from="+15005550006",
-        twilio_base_url=sms.base_url,
-        delivery_timeout_seconds=2,
-        delivery_retries=0,
+        **twilio_settings(sms),
     )
 
 

@@ -16,7 +16,7 @@ from sparekey.protocols.rfc4226 import hotp
 from sparekey.runtime import Sparekey
 from sparekey.services.assurance import Assurance, Operation
 from sparekey.settings import Settings, load_settings
-from tests.helpers_delivery import ACCOUNT, TOKEN, Provider, twilio_api
+from tests.helpers_delivery import Provider, twilio_api, twilio_settings
 
 PHONE = "+447911123456"
 _CODE = re.compile(r"#([0-9]{6})$")
@@ -33,13 +33,7 @@ def settings(tmp_path: Path, database_url: str, sms: Provider) -> Settings:
     return load_settings(
         tmp_path / "data",
         database_url=database_url,
-        sms_provider="twilio",
-        twilio_account_sid=ACCOUNT,
-        twilio_auth_token=TOKEN,
-        twilio_from="+15005550006",
-        twilio_base_url=sms.base_url,
-        delivery_timeout_seconds=2,
-        delivery_retries=0,
+        **twilio_settings(sms),
         fallback_channels="allowed",
     )
 
