@@ -43,6 +43,7 @@ from loadgen import (
     Verdict,
     build_request,
     is_verified,
+    positive_ints,
     run_load,
 )
 from servers import (
@@ -989,7 +990,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
     parser.add_argument("--users", type=int, help="tokens (privacyIDEA) and users (Sparekey)")
     parser.add_argument(
         "--concurrency",
-        default=",".join(str(c) for c in FULL.concurrencies),
+        type=positive_ints,
+        default=FULL.concurrencies,
         help="comma-separated requests in flight, one run each [1,8,32]",
     )
     parser.add_argument(
@@ -1006,13 +1008,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
     )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
+    concurrencies = args.concurrency
     try:
-        concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
         layout = parse_layout(args.layout) if args.layout else None
     except ValueError:
-        parser.error("--concurrency takes positive integers (1,8,32), --layout WxT (4x1)")
-    if not concurrencies or min(concurrencies) < 1:
-        parser.error("--concurrency takes positive integers, like 1,8,32")
+        parser.error("--layout takes WORKERSxTHREADS, like 4x1")
     config = replace(
         config,
         concurrencies=concurrencies,

@@ -7,6 +7,7 @@ its ``Content-Length`` (or chunked encoding). Nothing else of HTTP is implemente
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -25,6 +26,7 @@ __all__ = [
     "build_request",
     "is_verified",
     "percentile",
+    "positive_ints",
     "run_load",
 ]
 
@@ -243,3 +245,14 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
         return math.nan
     rank = math.ceil(fraction * len(sorted_values))
     return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """``--concurrency 1,8,32`` and the like, as an argparse ``type``."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"takes positive integers, like 1,8,32, not {text!r}")
+    return values

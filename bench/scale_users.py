@@ -53,7 +53,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import SQLAlchemyError
 
 from cpu import background_cpu
-from loadgen import RequestSource, build_request
+from loadgen import RequestSource, build_request, positive_ints
 from servers import (
     PG_ADMIN_URL,
     REPO,
@@ -792,11 +792,15 @@ async def run_scale(report: Report, stamp: str) -> list[BackendResult]:
 def parse_args(argv: Sequence[str] | None) -> Config:
     parser = argparse.ArgumentParser(description="Sparekey's verify endpoint at 1k and 1M users.")
     parser.add_argument("--quick", action="store_true", help="1k and 20k users, short runs")
-    parser.add_argument("--sizes", help="comma-separated populations [1000,1000000]")
+    parser.add_argument(
+        "--sizes", type=positive_ints, help="comma-separated populations [1000,1000000]"
+    )
     parser.add_argument("--rounds", type=int, help="rounds of every run, sizes alternating [4]")
     parser.add_argument("--requests", type=int, help="request bound of each measured run")
     parser.add_argument("--seconds", type=float, help="time bound of each measured run")
-    parser.add_argument("--concurrency", help="comma-separated requests in flight [1,8,32]")
+    parser.add_argument(
+        "--concurrency", type=positive_ints, help="comma-separated requests in flight [1,8,32]"
+    )
     parser.add_argument(
         "--backend",
         choices=("sqlite", "postgres"),
@@ -805,16 +809,9 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
-    try:
-        sizes = tuple(int(v) for v in args.sizes.split(",")) if args.sizes else config.sizes
-        concurrencies = (
-            tuple(int(v) for v in args.concurrency.split(","))
-            if args.concurrency
-            else config.concurrencies
-        )
-    except ValueError:
-        parser.error("--sizes and --concurrency take comma-separated positive integers")
-    if len(set(sizes)) < 2 or min(sizes) < max(concurrencies) or min(concurrencies) < 1:
+    sizes = args.sizes or config.sizes
+    concurrencies = args.concurrency or config.concurrencies
+    if len(set(sizes)) < 2 or min(sizes) < max(concurrencies):
         parser.error("--sizes needs two sizes or more, each at least the highest concurrency")
     return replace(
         config,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cpu import CpuMeter, background_cpu
-from loadgen import Connection, RequestSource, build_request, run_load
+from loadgen import Connection, RequestSource, build_request, positive_ints, run_load
 from servers import (
     REPO,
     Server,
@@ -468,7 +468,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser.add_argument("--users", type=int, help="users to enroll per Sparekey backend")
     parser.add_argument(
         "--concurrency",
-        default=",".join(str(c) for c in FULL.concurrencies),
+        type=positive_ints,
+        default=FULL.concurrencies,
         help="comma-separated requests in flight, one run each [1,8,32]",
     )
     parser.add_argument(
@@ -481,12 +482,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     if not backends or set(backends) - set(ALL_BACKENDS):
         parser.error(f"--backends takes names from {','.join(ALL_BACKENDS)}")
-    try:
-        concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
-    except ValueError:
-        parser.error("--concurrency takes positive integers, like 1,8,32")
-    if not concurrencies or min(concurrencies) < 1:
-        parser.error("--concurrency takes positive integers, like 1,8,32")
+    concurrencies = args.concurrency
     config = replace(
         config,
         backends=backends,

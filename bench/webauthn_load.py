@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cpu import CpuMeter, CpuUse, background_cpu
-from loadgen import Connection, LoadStats, RequestSource, Response, build_request, run_load
+from loadgen import (
+    Connection,
+    LoadStats,
+    RequestSource,
+    Response,
+    build_request,
+    positive_ints,
+    run_load,
+)
 from servers import (
     REPO,
     Server,
@@ -676,7 +684,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser.add_argument("--users", type=int, help="users to enroll per backend")
     parser.add_argument(
         "--concurrency",
-        default=",".join(str(c) for c in FULL.concurrencies),
+        type=positive_ints,
+        default=FULL.concurrencies,
         help="comma-separated requests in flight, one series each [1,8]",
     )
     parser.add_argument(
@@ -689,12 +698,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     if not backends or set(backends) - set(SPAREKEY_BACKENDS):
         parser.error(f"--backends takes names from {','.join(SPAREKEY_BACKENDS)}")
-    try:
-        concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
-    except ValueError:
-        parser.error("--concurrency takes positive integers, like 1,8")
-    if not concurrencies or min(concurrencies) < 1:
-        parser.error("--concurrency takes positive integers, like 1,8")
+    concurrencies = args.concurrency
     for name in ("requests", "rounds", "users"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} takes a positive integer")
