@@ -84,6 +84,16 @@ def test_existing_user_is_409(client: TestClient) -> None:
     assert_problem(client.post("/v1/users", json={"id": "alice"}), 409, "user-exists")
 
 
+def test_a_whole_number_written_with_a_fraction_is_an_integer(client: TestClient) -> None:
+    """JSON Schema counts 60.0 as an integer; a body that matches the document is accepted."""
+    create_user(client)
+    response = client.post(
+        "/v1/users/alice/factors", json={"type": "totp", "digits": 8.0, "period": 60.0}
+    )
+    assert response.status_code == 201, response.text
+    assert (response.json()["digits"], response.json()["period"]) == (8, 60)
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -96,6 +106,12 @@ def test_existing_user_is_409(client: TestClient) -> None:
         ({"type": "totp", "label": "bad\u0000label"}, "body.label"),
         ({"type": "totp", "label": "x" * 101}, "body.label"),
         ({"type": "totp", "surprise": 1}, "body.surprise"),
+        # Wrong JSON types are refused, not converted: the document promises the types.
+        ({"type": "hotp", "qr_png": 0}, "body.qr_png"),
+        ({"type": "totp", "qr_png": "true"}, "body.qr_png"),
+        ({"type": "totp", "digits": "6"}, "body.digits"),
+        ({"type": "totp", "period": True}, "body.period"),
+        ({"type": "totp", "period": 30.5}, "body.period"),
     ],
 )
 def test_malformed_enrollment_is_422_naming_the_field(
@@ -176,6 +192,10 @@ def test_verify_route_answers_bad_input_like_every_other_route(client: TestClien
         422,
         "invalid-input",
     )
+    problem = assert_problem(
+        client.post("/v1/users/alice/verify", json={"code": 123456}), 422, "invalid-input"
+    )
+    assert problem["errors"][0]["field"] == "body.code"  # type: ignore[index]
     assert_problem(
         client.post(
             "/v1/users/alice/verify", content=b"{", headers={"content-type": "application/json"}
@@ -277,6 +297,23 @@ def test_every_reference_in_the_document_resolves(client: TestClient) -> None:
     assert "$defs" not in text
     for name in re.findall(r'"#/components/schemas/([^"]+)"', text):
         assert name in document["components"]["schemas"], name
+
+
+def test_every_bound_in_the_document_is_json_schema(client: TestClient) -> None:
+    """A bound pydantic cannot translate is written as its own ``ge``/``le``, which JSON Schema
+    ignores: clients (and fuzzers) would think any number goes."""
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            if "type" in node:
+                assert not {"ge", "le", "gt", "lt"} & node.keys(), path
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}/{index}")
+
+    walk(client.get("/openapi.json").json(), "")
 
 
 def test_the_web_pages_are_not_in_the_document(client: TestClient) -> None:

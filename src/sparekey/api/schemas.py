@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    Strict,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
@@ -113,17 +114,35 @@ def _rfc3339(value: Any) -> Any:
 Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
+# Request bodies are strict: a value of the wrong JSON type (0 for a boolean, "6" for a number) is
+# a 422, not silently converted; the OpenAPI document promises the types it declares.
+_REQUEST = ConfigDict(extra="forbid", strict=True)
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's ``integer``: any number with no fraction (``30.0`` is one), never a string
+    or a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")
+    return value
+
+
+# An integer in a (strict) request body as JSON Schema counts them: ``Annotated[int, bounds,
+# *WHOLE_NUMBER]``, the bounds before the validator (after it, they would be lost from the schema).
+WHOLE_NUMBER = (Strict(False), BeforeValidator(_json_integer))
+
+
 class RequestContext(BaseModel):
     """The end user's side of the call, as the application saw it: for limits and the audit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _REQUEST
 
     ip: IpAddress | None = None
     user_agent: Annotated[SafeText, Field(max_length=400)] | None = None
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _REQUEST
 
     context: RequestContext | None = Field(
         default=None, description="The end user's IP address and user agent, if known"
@@ -212,8 +231,10 @@ class FactorCreate(Body):
         default=None, description="`sms` factors: the number, normalised to E.164"
     )
     algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
-    digits: int = Field(default=6, ge=6, le=8)
-    period: int = Field(default=30, ge=1, le=86_400, description="Seconds per step (TOTP)")
+    digits: Annotated[int, Field(ge=6, le=8), *WHOLE_NUMBER] = 6
+    period: Annotated[int, Field(ge=1, le=86_400), *WHOLE_NUMBER] = Field(
+        default=30, description="Seconds per step (TOTP)"
+    )
     qr_png: bool = Field(default=False, description="Also return the QR code as a PNG data URI")
 
 
@@ -615,7 +636,7 @@ class ContactApprovalBody(Body):
 
 
 class PassBody(Body):
-    lifetime_seconds: int | None = Field(default=None, ge=300, le=28_800)
+    lifetime_seconds: Annotated[int, Field(ge=300, le=28_800), *WHOLE_NUMBER] | None = None
 
 
 class PassOut(BaseModel):
