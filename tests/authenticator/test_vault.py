@@ -365,3 +365,14 @@ def test_merge_refuses_another_vault(tmp_path: Path) -> None:
     _, second, _ = _new_store(tmp_path / "b.json")
     with pytest.raises(VaultError, match="another vault"):
         first.merge(second)
+
+
+@pytest.mark.parametrize("field", ["vault_id", "slots", "nonce", "data", "version", "format"])
+def test_a_missing_field_gives_a_vault_error(
+    sealed_document: tuple[bytes, bytes], field: str
+) -> None:
+    document, master_key = sealed_document
+    edited = json.loads(document)
+    del edited[field]
+    with pytest.raises(VaultError):
+        Vault.decrypt(json.dumps(edited).encode(), master_key=master_key)

@@ -209,7 +209,7 @@ class Vault:
         vault_id = header["vault_id"]
         try:
             plaintext = AESGCM(master_key).decrypt(
-                _unb64(header["nonce"]), _unb64(header["data"]), _data_aad(vault_id)
+                _unb64(header.get("nonce")), _unb64(header.get("data")), _data_aad(vault_id)
             )
         except (InvalidTag, ValueError) as exc:  # ValueError: a nonce of an impossible size
             raise VaultCorruptError(
