@@ -1,5 +1,6 @@
 """Lost devices: POST .../factors/{id}/lost stops a factor at once, lists it as lost, audits
-``factor.lost`` and queues the notification in the same transaction. No step-up needed."""
+``factor.lost`` and queues the notification in the same transaction. No step-up needed; but a
+user whose every factor is lost adds one back only with a backup code or a recovery case."""
 
 from __future__ import annotations
 
@@ -96,17 +97,19 @@ def test_a_lost_security_key_no_longer_signs_in(client: TestClient, clock: Fixed
     assert passkey["verified"] is False
 
 
-def test_marking_lost_twice_is_a_conflict_and_a_lost_factor_can_be_removed(
+def test_marking_lost_twice_is_a_conflict_and_a_lost_factor_is_removed_with_a_step_up(
     client: TestClient, clock: FixedClock, sparekey: Sparekey
 ) -> None:
     create_user(client)
+    codes = client.post("/v1/users/alice/backup-codes").json()["codes"]
     phone = enroll_confirmed_totp(client, clock.now())
     assert lost(client, phone["id"]).status_code == 200
     body = assert_problem(lost(client, phone["id"]), 409, "factor-state")
     assert "already" in str(body["detail"])
     assert len([r for r in sparekey.audit.export() if r.event == "factor.lost"]) == 1
-    removed = client.delete(f"/v1/users/alice/factors/{phone['id']}")  # no active factor left
-    assert removed.status_code == 204, removed.text
+    path = f"/v1/users/alice/factors/{phone['id']}"
+    assert_problem(client.delete(path), 403, "assurance-required")  # it would erase the trace
+    assert client.delete(path, headers=step_up(client, codes[0])).status_code == 204
     assert client.get("/v1/users/alice/factors").json()["factors"] == []
 
 
@@ -157,16 +160,34 @@ def test_marking_lost_needs_the_manage_scope(
     assert record.ip == "203.0.113.7"
 
 
-def test_with_every_factor_lost_the_user_enrolls_without_a_token(
-    client: TestClient, clock: FixedClock
+def test_with_every_factor_lost_a_session_alone_cannot_add_a_way_in(
+    client: TestClient, clock: FixedClock, sparekey: Sparekey
 ) -> None:
-    """A lost factor is no factor to step up with: the user (and the application) start over, as
-    at a first enrollment, and the user has been notified that the factor was marked lost."""
+    """Marking lost needs no step-up (it only takes access away). So it must not lead to a free
+    enrollment: whoever holds the user's session could mark every factor lost and enroll their
+    own. Once a factor was confirmed, adding one takes a backup code or a recovery case."""
     create_user(client)
     phone = enroll_confirmed_totp(client, clock.now())
-    lost(client, phone["id"])
     clock.advance(30)
-    replacement = enroll_confirmed_totp(client, clock.now())  # no Sparekey-Assurance
+    codes = client.post(
+        "/v1/users/alice/backup-codes",
+        headers=step_up(client, totp_code(str(phone["secret"]), clock.now())),
+    ).json()["codes"]
+    assert lost(client, phone["id"]).status_code == 200
+    for refused in (
+        client.post("/v1/users/alice/factors", json={"type": "totp"}),
+        client.post("/v1/users/alice/webauthn/registrations"),
+        client.post("/v1/users/alice/backup-codes"),
+    ):
+        body = assert_problem(refused, 403, "assurance-required")
+        assert "marked lost" in str(body["detail"])
+    assert [f["id"] for f in client.get("/v1/users/alice/factors").json()["factors"]] == [
+        phone["id"]
+    ], "nothing was added"
+
+    clock.advance(30)
+    headers = step_up(client, codes[0])  # the user's own way back
+    replacement = enroll_confirmed_totp(client, clock.now(), headers=headers)
     listed = client.get("/v1/users/alice/factors").json()["factors"]
     assert [(f["id"], f["status"]) for f in listed] == [
         (phone["id"], "lost"),

@@ -46,7 +46,7 @@ from sqlalchemy import Connection
 
 from sparekey.crypto.keyring import KeyPurpose, Keyring, UnknownKeyError
 from sparekey.domain.errors import AssuranceRequiredError
-from sparekey.domain.models import Caller
+from sparekey.domain.models import Caller, FactorStatus
 from sparekey.domain.ports import Clock
 from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.storage import factors as factors_repo
@@ -188,8 +188,10 @@ class AssuranceService:
         caller: Caller,
     ) -> None:
         """Allow ``operation`` on ``user_id``'s factors, inside the transaction of the change:
-        with an administrator's override (audited here), a token good for it, or when the user
-        has no active factor to step up with. Raises :class:`AssuranceRequiredError`."""
+        with an administrator's override (audited here), a token good for it, or at a first
+        enrollment (no factor ever confirmed; a factor marked lost still counts, so losing
+        every device leads to a backup code or a recovery case, never to a free enrollment).
+        Raises :class:`AssuranceRequiredError`."""
         if assurance.override:
             details: dict[str, object] = {"operation": operation.value}
             if assurance.reason:
@@ -210,8 +212,17 @@ class AssuranceService:
                     "a code sent by email or SMS cannot approve this change while the user has "
                     "an authenticator app or security key: verify with one of those"
                 )
-        if not factors_repo.active_factor_types(conn, user_id):
+        statuses = factors_repo.confirmed_factor_statuses(conn, user_id)
+        if not statuses:
             return  # a first enrollment: nothing to step up with
+        if refused is None and FactorStatus.ACTIVE not in statuses:
+            # Every factor marked lost. Marking needs no step-up (it only takes access away),
+            # so it must not open the way to adding a factor freely: that would hand the
+            # account to whoever holds a session. A backup code, or recovery, is the way back.
+            refused = AssuranceRequiredError(
+                "every factor of this user is marked lost: verify a backup code for an "
+                "assurance token, or recover through a recovery case (temporary access pass)"
+            )
         raise refused or AssuranceRequiredError(
             "this change needs a fresh second-factor verification: send the assurance_token "
             "of a successful verify in the Sparekey-Assurance header"

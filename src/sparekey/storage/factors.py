@@ -34,6 +34,7 @@ __all__ = [
     "VerifyState",
     "active_factor_types",
     "advance_step",
+    "confirmed_factor_statuses",
     "count_secrets_not_under",
     "delete_expired_pending",
     "delete_factor",
@@ -382,6 +383,20 @@ def active_factor_types(conn: Connection, user_id: str) -> list[FactorType]:
         )
     )
     return [FactorType(row.type) for row in rows]
+
+
+def confirmed_factor_statuses(conn: Connection, user_id: str) -> set[FactorStatus]:
+    """Which of ``active`` and ``lost`` the user's factors hold: empty until a first factor is
+    confirmed, and again only if every confirmed factor was removed (never by marking it lost)."""
+    rows = conn.execute(
+        select(factors.c.status)
+        .where(
+            factors.c.user_id == user_id,
+            factors.c.status.in_([FactorStatus.ACTIVE.value, FactorStatus.LOST.value]),
+        )
+        .distinct()
+    )
+    return {FactorStatus(row.status) for row in rows}
 
 
 def mark_lost(conn: Connection, user_id: str, factor_id: str) -> bool:
