@@ -109,11 +109,12 @@ class CpuMeter:
     """Measures :class:`CpuUse` from :meth:`start` to :meth:`read`.
 
     With ``tree``, the server is the process and its descendants (workers that live through the
-    whole measurement, as a pre-forking server's do).
+    whole measurement, as a pre-forking server's do). Further pids are more server processes,
+    counted together (several servers on one database).
     """
 
-    def __init__(self, server_pid: int, *, tree: bool = False) -> None:
-        self._pid = server_pid
+    def __init__(self, server_pid: int, *more_pids: int, tree: bool = False) -> None:
+        self._pids = (server_pid, *more_pids)
         self._tree = tree
         self._wall = 0.0
         self._client = 0.0
@@ -121,9 +122,10 @@ class CpuMeter:
         self._host: HostTicks | None = None
 
     def _server_seconds(self) -> float | None:
-        if not self._tree:
-            return process_cpu_seconds(self._pid)
-        readings = [process_cpu_seconds(pid) for pid in process_tree(self._pid)]
+        pids = self._pids
+        if self._tree:
+            pids = tuple(pid for root in self._pids for pid in process_tree(root))
+        readings = [process_cpu_seconds(pid) for pid in pids]
         known = [r for r in readings if r is not None]
         return sum(known) if known else None
 

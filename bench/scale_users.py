@@ -611,7 +611,7 @@ async def measure_rounds(report: Report, work: Path, stamp: str) -> None:
                         for size in order:
                             sources = populations[size].sources(workload, concurrency)
                             run_result = await measure(
-                                servers[size], label(size), workload, sources, load
+                                [servers[size]], label(size), workload, sources, load
                             )
                             results[size].runs.append(run_result)
                             runs.append(run_result)

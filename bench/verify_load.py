@@ -88,6 +88,7 @@ class Config:
     warmup_requests: int
     warmup_seconds: float
     backends: tuple[str, ...] = ALL_BACKENDS
+    processes: int = 1  # `sparekey serve` processes on the one database, the load split evenly
 
 
 FULL = Config(
@@ -239,10 +240,15 @@ SPAREKEY_WORKLOADS: dict[str, Workload] = {
 
 
 async def measure(
-    server: Server, backend: str, workload: str, sources: Sequence[RequestSource], config: Config
+    servers: Sequence[Server],
+    backend: str,
+    workload: str,
+    sources: Sequence[RequestSource],
+    config: Config,
 ) -> RunResult:
-    """Warm up, then one bounded measured run, with one keep-alive connection per worker."""
-    connections = [Connection(server.port) for _ in sources]
+    """Warm up, then one bounded measured run, with one keep-alive connection per worker; worker
+    ``i`` talks to ``servers[i % len(servers)]`` (its source must build requests for that port)."""
+    connections = [Connection(servers[i % len(servers)].port) for i in range(len(sources))]
     try:
         await asyncio.gather(*(c.connect() for c in connections))
         await run_load(
@@ -251,7 +257,7 @@ async def measure(
             max_requests=config.warmup_requests,
             max_seconds=config.warmup_seconds,
         )
-        meter = CpuMeter(server.pid)
+        meter = CpuMeter(*(server.pid for server in servers))
         meter.start()
         stats = await run_load(
             connections, sources, max_requests=config.max_requests, max_seconds=config.max_seconds
@@ -259,7 +265,8 @@ async def measure(
         cpu = meter.read()
     finally:
         await asyncio.gather(*(c.close() for c in connections))
-    server.check_alive()
+    for server in servers:
+        server.check_alive()
     result = summarize(backend, workload, len(sources), stats, cpu)
     print(progress_line(result), file=sys.stderr, flush=True)
     return result
@@ -268,11 +275,14 @@ async def measure(
 # --- Backends ---
 
 
-def record_exit(result: BackendResult, server: Server) -> None:
-    result.exit_status = server.process.returncode
-    result.exited_cleanly = server.exited_cleanly
-    result.log_file = str(server.log_path.relative_to(REPO))
-    result.notable_log_lines = server.notable_log_lines()[:50]
+def record_exit(result: BackendResult, servers: Sequence[Server]) -> None:
+    """The first server's exit status and log file; clean only if every server exited so."""
+    first = servers[0]
+    result.exit_status = first.process.returncode
+    result.exited_cleanly = all(server.exited_cleanly for server in servers)
+    result.log_file = str(first.log_path.relative_to(REPO))
+    lines = [line for server in servers for line in server.notable_log_lines()]
+    result.notable_log_lines = lines[:50]
 
 
 @contextlib.contextmanager
@@ -291,33 +301,39 @@ async def bench_sparekey(config: Config, work: Path, stamp: str, result: Backend
     with sparekey_env(backend) as env:
         data_dir = work / backend
         token = sparekey_init(data_dir, env)
-        port = free_port()
-        log_path = RESULTS_DIR / f"verify_load-{stamp}-{backend}.log"
-        with running(
-            f"sparekey ({backend})",
-            sparekey_argv(data_dir, port),
-            port=port,
-            env=env,
-            log_path=log_path,
-        ) as server:
+        with contextlib.ExitStack() as stack:
+            servers = []
+            for n in range(config.processes):
+                port = free_port()
+                suffix = f"-{n + 1}" if config.processes > 1 else ""
+                log_path = RESULTS_DIR / f"verify_load-{stamp}-{backend}{suffix}.log"
+                started = running(
+                    f"sparekey ({backend}{suffix})",
+                    sparekey_argv(data_dir, port),
+                    port=port,
+                    env=env,
+                    log_path=log_path,
+                )
+                servers.append(stack.enter_context(started))
             try:
-                await run_sparekey(server, backend, token, config, result)
+                await run_sparekey(servers, backend, token, config, result)
             finally:
-                server.stop()
-                record_exit(result, server)
+                for server in servers:
+                    server.stop()
+                record_exit(result, servers)
     return token
 
 
 async def run_sparekey(
-    server: Server, backend: str, token: str, config: Config, result: BackendResult
+    servers: Sequence[Server], backend: str, token: str, config: Config, result: BackendResult
 ) -> None:
-    probe = build_request("GET", server.port, "/healthz", headers={})
-    await wait_ready(server, probe)
+    for server in servers:
+        await wait_ready(server, build_request("GET", server.port, "/healthz", headers={}))
     started = time.perf_counter()
     try:
-        accounts = await enroll_users(server.port, token, config.users)
+        accounts = await enroll_users(servers[0].port, token, config.users)
     except (OSError, EOFError):
-        server.check_alive()  # a server that died says so, with its log
+        servers[0].check_alive()  # a server that died says so, with its log
         raise
     result.users = len(accounts)
     result.setup_seconds = round(time.perf_counter() - started, 2)
@@ -329,8 +345,11 @@ async def run_sparekey(
     for concurrency in config.concurrencies:
         shares = partition(accounts, concurrency)
         for workload, make_source in SPAREKEY_WORKLOADS.items():
-            sources = [make_source(server.port, token, share) for share in shares]
-            result.runs.append(await measure(server, backend, workload, sources, config))
+            sources = [
+                make_source(servers[i % len(servers)].port, token, share)
+                for i, share in enumerate(shares)
+            ]
+            result.runs.append(await measure(servers, backend, workload, sources, config))
 
 
 async def bench_bare(config: Config, token: str, stamp: str, result: BackendResult) -> None:
@@ -345,10 +364,10 @@ async def bench_bare(config: Config, token: str, stamp: str, result: BackendResu
             result.users = len(accounts)
             for concurrency in config.concurrencies:
                 sources = [bare_source(port, token, s) for s in partition(accounts, concurrency)]
-                result.runs.append(await measure(server, "bare", "bare", sources, config))
+                result.runs.append(await measure([server], "bare", "bare", sources, config))
         finally:
             server.stop()
-            record_exit(result, server)
+            record_exit(result, [server])
 
 
 # --- Report ---
@@ -357,6 +376,11 @@ async def bench_bare(config: Config, token: str, stamp: str, result: BackendResu
 def print_report(backends: Sequence[BackendResult], config: Config) -> list[dict[str, Any]]:
     """The table, the ceiling, warnings and checks; returns the ceiling rows."""
     print(f"\n{HOTP_NOTE}")
+    if config.processes > 1:
+        print(
+            f"Sparekey: {config.processes} `sparekey serve` processes on one database, each "
+            "worker's connection to one of them in turn; server CPU is theirs together."
+        )
     print(
         f"Each measured run: at most {config.max_requests} requests or {config.max_seconds:g} s, "
         f"after a warm-up of {config.warmup_requests} requests or {config.warmup_seconds:g} s. "
@@ -473,6 +497,12 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         help="comma-separated requests in flight, one run each [1,8,32]",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="`sparekey serve` processes on the one database, the load split evenly [1]",
+    )
+    parser.add_argument(
         "--backends",
         default=",".join(ALL_BACKENDS),
         help=f"comma-separated, from {','.join(ALL_BACKENDS)} [all]",
@@ -490,7 +520,10 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         max_requests=args.requests or config.max_requests,
         max_seconds=args.seconds or config.max_seconds,
         users=args.users or config.users,
+        processes=args.processes,
     )
+    if config.processes < 1:
+        parser.error("--processes must be at least 1")
     if config.users < max(config.concurrencies):
         parser.error(f"--users must be at least {max(config.concurrencies)}")
     return config

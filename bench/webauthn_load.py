@@ -483,7 +483,7 @@ async def bench_backend(config: Config, work: Path, stamp: str, outcome: Outcome
                 await run_backend(server, token, origin, config, outcome)
             finally:
                 server.stop()
-                record_exit(result, server)
+                record_exit(result, [server])
 
 
 async def run_backend(
