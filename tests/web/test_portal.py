@@ -239,6 +239,41 @@ def test_bad_input_is_explained_on_the_page(
     assert "Renamed a factor" in activity.text
 
 
+def test_with_every_factor_lost_adding_one_takes_a_backup_code(
+    client: TestClient, browser: TestClient, alice: dict[str, Any], clock: FixedClock
+) -> None:
+    """A portal session can mark every factor lost, but not then add its own factor."""
+    clock.advance(30)
+    assurance = {"Sparekey-Assurance": str(alice["assurance_token"])}
+    codes = client.post("/v1/users/alice/backup-codes", headers=assurance).json()["codes"]
+    token = sign_in(client, browser)
+    browser.post(f"/portal/factors/{alice['id']}/lost", data={"csrf_token": token})
+
+    asked = browser.get("/portal/factors/new/app", follow_redirects=False)
+    assert asked.headers["location"] == "/portal/step-up?next=/portal/factors/new/app"
+    step_up = browser.get(asked.headers["location"])
+    assert "Every factor of yours is marked lost" in step_up.text
+    refused = browser.post(
+        "/portal/factors/new/app",
+        data={"csrf_token": token, "label": "Mine"},
+        follow_redirects=False,
+    )
+    assert refused.headers["location"].startswith("/portal/step-up"), "nothing was enrolled"
+    assert [f["status"] for f in client.get("/v1/users/alice/factors").json()["factors"]] == [
+        "lost"
+    ]
+
+    passed = browser.post(
+        "/portal/step-up",
+        data={"csrf_token": token, "code": codes[0], "next": "/portal/factors/new/app"},
+        follow_redirects=False,
+    )
+    assert passed.headers["location"] == "/portal/factors/new/app"
+    added = browser.post("/portal/factors/new/app", data={"csrf_token": token, "label": "Mine"})
+    assert added.status_code == 200
+    assert "Scan this code with your app" in added.text
+
+
 def test_a_contact_approves_a_request_after_a_step_up(
     client: TestClient, browser: TestClient, sparekey: Sparekey, clock: FixedClock
 ) -> None:

@@ -107,11 +107,13 @@ def _assurance(app: Sparekey, session: WebSession) -> Assurance:
 
 
 def _needs_step_up(app: Sparekey, session: WebSession) -> bool:
-    """Whether a sensitive change would be refused now: the user has an active factor and the
-    session holds no live step-up (the services decide the same; this only saves a detour)."""
+    """Whether a sensitive change would be refused now: the user has a confirmed factor (active,
+    or marked lost) and the session holds no live step-up (the services decide the same; this
+    only saves a detour)."""
     if session.step_up(app.clock.now()):
         return False
-    return any(f.status is FactorStatus.ACTIVE for f in app.factors.list(session.subject))
+    confirmed = (FactorStatus.ACTIVE, FactorStatus.LOST)
+    return any(f.status in confirmed for f in app.factors.list(session.subject))
 
 
 # -- signing in and out ------------------------------------------------------------------------
@@ -194,6 +196,7 @@ def _step_up_page(
         next_path=_safe_next(next_path),
         has_codes=any(f.type.guessable for f in active),
         has_keys=any(f.type is FactorType.WEBAUTHN for f in active),
+        all_lost=not active and any(f.status is FactorStatus.LOST for f in factors),
         error=extra.pop("error", None),
         **extra,
     )
