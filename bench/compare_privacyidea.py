@@ -30,7 +30,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +61,7 @@ from verify_load import (
     enroll_users,
     loop_name,
     partition,
+    results_stamp,
     run,
     source_state,
     valid_source,
@@ -1029,18 +1029,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
 
 def main(argv: Sequence[str] | None = None) -> int:
     config, layout = parse_args(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = results_stamp()
     installed = ensure_privacyidea()
     report = Report(config=config, installed=installed, layout=layout)
-    try:
-        run(run_comparison(report, stamp))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; the servers were stopped", file=sys.stderr)
-        return 130
-    except ServerError as exc:
-        print(f"failed: {exc}", file=sys.stderr)
-        return 1
+    run(run_comparison(report, stamp))
     rows = comparison_rows(report)
     print_report(report, rows)
     path = write_json(report, rows, stamp)

@@ -79,7 +79,15 @@ from sparekey.storage.database import Database
 from sparekey.storage.prepared import Unit
 from sparekey.storage.tables import api_keys, audit_events, factors, users
 from verify_load import Config as LoadConfig
-from verify_load import hotp, loop_name, measure, run, source_state, verify_request
+from verify_load import (
+    hotp,
+    loop_name,
+    measure,
+    results_stamp,
+    run,
+    source_state,
+    verify_request,
+)
 from verify_report import (
     BackendResult,
     RunResult,
@@ -826,17 +834,9 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = results_stamp()
     report = Report(config=config)
-    try:
-        run(run_scale(report, stamp))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; the servers were stopped", file=sys.stderr)
-        return 130
-    except ServerError as exc:
-        print(f"failed: {exc}", file=sys.stderr)
-        return 1
+    run(run_scale(report, stamp))
     rows = medians(report)
     flat = ratios(report, rows)
     print_report(report, rows, flat)

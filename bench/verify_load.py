@@ -30,7 +30,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cpu import CpuMeter, background_cpu
 from loadgen import Connection, RequestSource, build_request, positive_ints, run_load
@@ -148,10 +148,20 @@ class Account:
 
 
 async def api_call(
-    connection: Connection, token: str, method: str, path: str, payload: object, expect: int
+    connection: Connection,
+    token: str,
+    method: str,
+    path: str,
+    payload: object,
+    expect: int,
+    *,
+    assurance: str | None = None,
 ) -> Any:
-    """One JSON request with ``token``; returns the JSON answer, or raises if not ``expect``."""
+    """One JSON request with ``token`` (and a step-up ``assurance`` token, for a sensitive
+    change); returns the JSON answer, or raises if not ``expect``."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    if assurance is not None:
+        headers["Sparekey-Assurance"] = assurance
     body = json.dumps(payload).encode()
     request = build_request(method, connection.port, path, headers=headers, body=body)
     response = await connection.send(request)
@@ -479,9 +489,28 @@ def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run(coroutine: Coroutine[Any, Any, list[BackendResult]]) -> list[BackendResult]:
-    with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
-        return runner.run(coroutine)
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a benchmark on uvloop when it is installed. An interrupt (Ctrl-C, SIGTERM) or a server
+    that failed ends the program with one line and status 130 or 1; the servers are stopped by
+    then (each benchmark starts them in context managers)."""
+    try:
+        with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+            return runner.run(coroutine)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; the servers were stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+    except ServerError as exc:
+        print(f"failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def results_stamp() -> str:
+    """The UTC time that names a run's files in bench/results/ (made if missing)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def parse_args(argv: Sequence[str] | None) -> Config:
@@ -531,13 +560,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    try:
-        backends = run(run_benchmark(config, stamp))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; the servers were stopped", file=sys.stderr)
-        return 130
+    stamp = results_stamp()
+    backends = run(run_benchmark(config, stamp))
     ceiling = print_report(backends, config)
     path = write_json(stamp, config, backends, ceiling)
     print(f"\nResults: {path.relative_to(REPO)}")

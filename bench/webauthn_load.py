@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import math
@@ -31,9 +30,8 @@ import tempfile
 import textwrap
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +64,8 @@ from verify_load import (
     loop_name,
     partition,
     record_exit,
+    results_stamp,
+    run,
     source_state,
     sparekey_env,
     valid_source,
@@ -237,11 +237,21 @@ async def register_credentials(
         registered = {}
         try:
             for account in share:
+                # Adding a key is a sensitive change: step up with the user's next HOTP code.
+                code = {"code": account.take_code()}
+                verify = f"/v1/users/{account.user_id}/verify"
+                assurance = (await api_call(connection, token, "POST", verify, code, 200))[
+                    "assurance_token"
+                ]
                 path = f"/v1/users/{account.user_id}/webauthn/registrations"
-                options = (await api_call(connection, token, "POST", path, {}, 200))["options"]
-                credential = key.create(options, origin=origin)
+                options = await api_call(
+                    connection, token, "POST", path, {}, 200, assurance=assurance
+                )
+                credential = key.create(options["options"], origin=origin)
                 body = {"credential": credential}
-                factor = await api_call(connection, token, "POST", f"{path}/verify", body, 201)
+                factor = await api_call(
+                    connection, token, "POST", f"{path}/verify", body, 201, assurance=assurance
+                )
                 registered[credential["id"]] = (account.user_id, factor["id"])
         finally:
             await connection.close()
@@ -448,14 +458,16 @@ class Bench:
         return assertions
 
     def check_answers(self, exchanges: Sequence[Sequence[tuple[bytes, Response]]]) -> None:
-        """Every verified answer (warm-up included) names the credential's user and factor."""
+        """Every verified answer (warm-up included) names the credential's user and factor, and
+        carries a step-up token."""
         for request, response in itertools.chain.from_iterable(exchanges):
             if response.status != 200:
                 continue  # counted among the errors
             answer = response.json()
             user_id, factor_id = self.credentials[body_of(request)["credential"]["id"]]
             expected = {"verified": True, "user_id": user_id, "factor_id": factor_id}
-            if answer != expected:
+            token = answer.pop("assurance_token", None) if isinstance(answer, dict) else None
+            if answer != expected or not isinstance(token, str):
                 self.outcome.wrong(f"{WEBAUTHN}: expected {expected}, got {answer}")
 
 
@@ -661,17 +673,6 @@ def write_json(stamp: str, config: Config, outcomes: Sequence[Outcome]) -> Path:
 # --- Entry point ---
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """On uvloop when it is installed, as verify_load.py's client."""
-    factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coroutine)
-
-
 def parse_args(argv: Sequence[str] | None) -> Config:
     parser = argparse.ArgumentParser(
         description="WebAuthn authentication-verify throughput next to OTP verify."
@@ -717,14 +718,9 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = results_stamp()
     started = time.monotonic()
-    try:
-        outcomes = run(run_benchmark(config, stamp))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; the servers were stopped", file=sys.stderr)
-        return 130
+    outcomes = run(run_benchmark(config, stamp))
     found = print_report(outcomes, config)
     path = write_json(stamp, config, outcomes)
     print(f"\nResults: {path.relative_to(REPO)} ({time.monotonic() - started:.0f} s in all)")
