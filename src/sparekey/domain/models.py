@@ -33,6 +33,12 @@ class FactorStatus(StrEnum):
     ACTIVE = "active"
     LOST = "lost"  # the user lost the device: it no longer verifies, and it is listed as lost
 
+    @property
+    def confirmed(self) -> bool:
+        """Confirmed once, whether still in use or since lost: a user with such a factor is past
+        their first enrollment, and adding another takes a step-up."""
+        return self in (FactorStatus.ACTIVE, FactorStatus.LOST)
+
 
 class Scope(StrEnum):
     """API key scopes. Each includes the ones below it: admin ⊇ manage ⊇ verify."""

@@ -392,7 +392,7 @@ def confirmed_factor_statuses(conn: Connection, user_id: str) -> set[FactorStatu
         select(factors.c.status)
         .where(
             factors.c.user_id == user_id,
-            factors.c.status.in_([FactorStatus.ACTIVE.value, FactorStatus.LOST.value]),
+            factors.c.status.in_([status.value for status in FactorStatus if status.confirmed]),
         )
         .distinct()
     )

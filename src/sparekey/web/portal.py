@@ -112,8 +112,7 @@ def _needs_step_up(app: Sparekey, session: WebSession) -> bool:
     only saves a detour)."""
     if session.step_up(app.clock.now()):
         return False
-    confirmed = (FactorStatus.ACTIVE, FactorStatus.LOST)
-    return any(f.status in confirmed for f in app.factors.list(session.subject))
+    return any(f.status.confirmed for f in app.factors.list(session.subject))
 
 
 # -- signing in and out ------------------------------------------------------------------------
