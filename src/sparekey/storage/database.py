@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -43,6 +43,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sparekey import __version__
 from sparekey.storage.prepared import Unit
 from sparekey.storage.tables import schema_compat
+from sparekey.storage.writelock import WriteLock
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +226,13 @@ class Database:
         self.url = make_url(url)
         self.migrations = migrations
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.write_lock: WriteLock | None = None
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+                self.write_lock = WriteLock(
+                    Path(self.url.database + "-writer"), timeout=SQLITE_BUSY_MS / 1000
+                )
             # Last in, first out: the connection used last has the warmest page cache;
             # verification on SQLite runs one request at a time in the event loop, so it keeps
             # to one connection instead of cycling through twenty cold ones.
@@ -255,17 +260,21 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that commits when the block ends and rolls back if it raises."""
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn, self._writer():
             conn = conn.execution_options(sparekey_write=True)
             with conn.begin():
                 yield conn
+
+    def _writer(self) -> AbstractContextManager[None]:
+        """SQLite's writers queue on :attr:`write_lock` (see :mod:`sparekey.storage.writelock`)."""
+        return self.write_lock.held() if self.write_lock is not None else nullcontext()
 
     @contextmanager
     def unit(self) -> Iterator[Unit]:
         """Read, then perhaps write, on one pooled connection with prepared statements (see
         :mod:`sparekey.storage.prepared`); commits only if :meth:`Unit.write` ran."""
         connection = self.engine.raw_connection()
-        unit = Unit(connection, self.engine.dialect)
+        unit = Unit(connection, self.engine.dialect, write_lock=self.write_lock)
         dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         try:
             try:
@@ -366,7 +375,7 @@ class Database:
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(sparekey_write=True)
-                with conn.begin():
+                with self._writer(), conn.begin():
                     yield conn
                 return
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
@@ -402,6 +411,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.write_lock is not None:
+            self.write_lock.close()
 
 
 class Checkpointer:

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Delete, Dialect, Insert, Select, Update
 
+from sparekey.storage.writelock import WriteLock
+
 __all__ = ["Cursor", "Prepared", "Unit", "run"]
 
 
@@ -108,10 +110,14 @@ class Unit:
     committed at the end. Built by :meth:`sparekey.storage.database.Database.unit`.
     """
 
-    def __init__(self, dbapi_connection: Any, dialect: Dialect) -> None:
+    def __init__(
+        self, dbapi_connection: Any, dialect: Dialect, *, write_lock: WriteLock | None = None
+    ) -> None:
         self._connection = dbapi_connection
         self._dialect = dialect
         self._sqlite = dialect.name == "sqlite"
+        self._write_lock = write_lock
+        self._locked = False
         self.writing = False
         if not self._sqlite:  # reads in autocommit: one round trip, no BEGIN/ROLLBACK around them
             self._connection.driver_connection.autocommit = True
@@ -129,6 +135,8 @@ class Unit:
         if not self.writing:
             self.writing = True
             if self._sqlite:
+                if self._write_lock is not None:
+                    self._locked = self._write_lock.acquire()
                 self._connection.cursor().execute("BEGIN IMMEDIATE")
             else:  # the driver begins a transaction with the next statement
                 self._connection.driver_connection.autocommit = False
@@ -144,6 +152,10 @@ class Unit:
             else:
                 self._connection.rollback()
         finally:
+            if self._locked:
+                self._locked = False
+                assert self._write_lock is not None
+                self._write_lock.release()
             if not self._sqlite:
                 try:
                     self._connection.rollback()

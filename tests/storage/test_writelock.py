@@ -1,0 +1,145 @@
+"""SQLite's writers queue on one lock across threads and processes (sparekey.storage.writelock).
+
+"Another process" is either a real one or a second :class:`WriteLock` on the same file: ``flock``
+locks belong to an open file, so two opens of one file exclude each other even in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import bindparam, func, select
+
+from sparekey.storage.database import Database
+from sparekey.storage.prepared import Prepared, run
+from sparekey.storage.tables import users
+from sparekey.storage.users import user_exists
+from sparekey.storage.writelock import WriteLock
+
+SHORT = 0.05  # seconds: how long a test lets a writer try before it gives up
+STILL_WAITING = 0.3  # seconds: a writer that was not held back would be done long before
+
+
+@pytest.fixture
+def lock_path(tmp_path: Path) -> Path:
+    return tmp_path / "sparekey.db-writer"
+
+
+def test_a_second_opener_waits_until_the_first_releases(lock_path: Path) -> None:
+    first, second = WriteLock(lock_path, timeout=SHORT), WriteLock(lock_path, timeout=SHORT)
+    assert first.acquire()
+    assert not second.acquire(), "held by the first: the second gives up after its timeout"
+    first.release()
+    assert second.acquire()
+    second.release()
+
+
+def test_a_thread_that_holds_it_does_not_take_it_again_and_others_wait(lock_path: Path) -> None:
+    lock = WriteLock(lock_path, timeout=SHORT)
+    assert lock.acquire()
+    assert not lock.acquire(), "the holder's nested write goes on without taking it twice"
+    other: list[bool] = []
+    thread = threading.Thread(target=lambda: other.append(lock.acquire()))
+    thread.start()
+    thread.join()
+    assert other == [False], "another thread of this process waits, then gives up"
+    lock.release()
+    thread = threading.Thread(target=lambda: (other.append(lock.acquire()), lock.release()))
+    thread.start()
+    thread.join()
+    assert other == [False, True]
+
+
+_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_process_that_dies_holding_it_leaves_it_free(lock_path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(lock_path)], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "held\n"
+            assert not WriteLock(lock_path, timeout=SHORT).acquire(), "another process holds it"
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(timeout=10)
+            lock = WriteLock(lock_path, timeout=5.0)
+            assert lock.acquire(), "the kernel released the dead process's lock"
+            lock.release()
+        finally:
+            holder.kill()
+
+
+def test_a_lock_file_that_cannot_be_opened_leaves_writers_to_sqlite(tmp_path: Path) -> None:
+    (tmp_path / "sparekey.db-writer").mkdir()  # not a file: opening it fails
+    db = Database(f"sqlite:///{tmp_path / 'sparekey.db'}")
+    try:
+        db.upgrade()
+        assert db.write_lock is not None
+        assert not db.write_lock.acquire()
+        _create_user(db, "alice")
+        with db.unit() as unit:
+            assert user_exists(unit, "alice")
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'sparekey.db'}")
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def _create_user(db: Database, user_id: str) -> None:
+    with db.write() as conn:
+        conn.execute(
+            users.insert().values(id=user_id, created_at=func.now(), updated_at=func.now())
+        )
+
+
+def _unit_write(db: Database, user_id: str) -> None:
+    insert = users.insert().values(
+        id=bindparam("user_id"), created_at=func.now(), updated_at=func.now()
+    )
+    with db.unit() as unit:
+        run(unit.write(), Prepared(insert), {"user_id": user_id})
+
+
+@pytest.mark.parametrize("write", [_create_user, _unit_write], ids=["write", "unit"])
+def test_every_writer_of_the_database_waits_for_the_lock(
+    db: Database, write: Callable[[Database, str], None]
+) -> None:
+    assert db.write_lock is not None
+    elsewhere = WriteLock(db.write_lock.path, timeout=SHORT)  # as another process would hold it
+    assert elsewhere.acquire()
+    done = threading.Event()
+
+    def writer() -> None:
+        write(db, "alice")
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert not done.wait(STILL_WAITING), "the write did not wait for the lock"
+    finally:
+        elsewhere.release()
+    thread.join(timeout=10)
+    assert done.is_set()
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(users)).scalar_one() == 1
