@@ -143,3 +143,13 @@ def test_every_writer_of_the_database_waits_for_the_lock(
     assert done.is_set()
     with db.read() as conn:
         assert conn.execute(select(func.count()).select_from(users)).scalar_one() == 1
+
+
+def test_the_lock_file_is_made_by_the_first_write_not_before(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'sparekey.db'}")
+    try:
+        assert not (tmp_path / "sparekey.db-writer").exists(), "opening writes nothing"
+        db.upgrade()
+        assert (tmp_path / "sparekey.db-writer").exists()
+    finally:
+        db.dispose()

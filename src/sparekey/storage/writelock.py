@@ -44,7 +44,7 @@ class WriteLock:
         self._pid = -1
         self._fd = -1
         self._threads = threading.Lock()
-        self._open()
+        self._opening = threading.Lock()
 
     def acquire(self) -> bool:
         """Take the lock: True once held. False if this thread holds it already, or if it could
@@ -53,8 +53,10 @@ class WriteLock:
         me = threading.get_ident()
         if self._owner == me:
             return False
-        if os.getpid() != self._pid:  # forked: the parent's descriptor and thread lock are its own
-            self._open()
+        if os.getpid() != self._pid:  # first use, or forked: the parent's lock is the parent's
+            with self._opening:
+                if os.getpid() != self._pid:
+                    self._open()
         if self._fd < 0:  # the lock file cannot be opened (a read-only directory)
             return False
         deadline = time.monotonic() + self._timeout
@@ -94,6 +96,7 @@ class WriteLock:
             self._fd = -1
 
     def _open(self) -> None:
+        """Open the lock file, at the first write (as SQLite makes its files), not before."""
         if self._fd >= 0:
             os.close(self._fd)  # inherited from the parent, whose lock it is
         try:
