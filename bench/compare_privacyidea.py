@@ -2,10 +2,12 @@
 
 privacyIDEA (a pinned release from PyPI, installed once into a virtual environment of its own
 under bench/.privacyidea/) runs under gunicorn with SQLite, its SQL audit on and signed, and tokens
-without a PIN; Sparekey runs as ``sparekey serve`` on SQLite, as shipped. Both get the same
-workload: fresh valid HOTP codes and wrong codes, at concurrency 1, 8 and 32, with every answer
-checked. Prints a table and the ratios, counts the SQL statements of one check on each side, and
-writes JSON to bench/results/.
+without a PIN; Sparekey runs as ``sparekey serve`` on SQLite, as shipped, as one node or as two
+on one database file (each client connection to one of them in turn, as a load balancer would
+spread them). Each side gets the best of its layouts in a short probe. Both get the same workload:
+fresh valid HOTP codes and wrong codes, at concurrency 1, 8 and 32, with every answer checked.
+Prints a table and the ratios, counts the SQL statements of one check on each side, and writes
+JSON to bench/results/.
 
     .venv/bin/python bench/compare_privacyidea.py [--quick]
 """
@@ -108,6 +110,7 @@ class Config:
     warmup_seconds: float
     probe_seconds: float
     layouts: tuple[tuple[int, int], ...]  # gunicorn (workers, threads) to try
+    sparekey_nodes: tuple[int, ...]  # `sparekey serve` processes on the one database, to try
     count_requests: int  # requests of each kind whose SQL statements are counted
     pi_sqlite_defaults: bool = False  # privacyIDEA's SQLite as it comes: rollback journal, fsync
 
@@ -121,6 +124,7 @@ FULL = Config(
     warmup_seconds=1.5,
     probe_seconds=4.0,
     layouts=((2, 1), (4, 1), (2, 4), (4, 4)),
+    sparekey_nodes=(1, 2),
     count_requests=3,
 )
 QUICK = Config(
@@ -132,6 +136,7 @@ QUICK = Config(
     warmup_seconds=0.5,
     probe_seconds=1.5,
     layouts=((2, 1), (2, 4)),
+    sparekey_nodes=(1, 2),
     count_requests=1,
 )
 
@@ -395,9 +400,9 @@ class Side:
     """One server under test and how to make its requests."""
 
     backend: str
-    server: Server
+    servers: list[Server]  # several: client connection i goes to servers[i % len(servers)]
     accounts: list[Account]
-    sources: dict[str, Callable[[Sequence[Account]], RequestSource]]
+    sources: dict[str, Callable[[int, Sequence[Account]], RequestSource]]  # (port, owned)
     verdict: Verdict
     tree: bool  # count the CPU of the server's child processes too (gunicorn's workers)
     problems: list[str] = field(default_factory=list)  # wrong answers during warm-ups
@@ -414,8 +419,10 @@ async def measure(
     """Warm up, then one bounded run, one keep-alive connection per worker (gunicorn's sync
     worker closes each connection after its answer; the client then reconnects)."""
     make = side.sources[workload]
-    sources = [make(share) for share in partition(side.accounts, concurrency)]
-    connections = [Connection(side.server.port) for _ in sources]
+    ports = [s.port for s in side.servers]
+    shares = partition(side.accounts, concurrency)
+    sources = [make(ports[i % len(ports)], share) for i, share in enumerate(shares)]
+    connections = [Connection(ports[i % len(ports)]) for i in range(len(shares))]
     try:
         await asyncio.gather(*(c.connect() for c in connections))
         warm = await run_load(
@@ -425,7 +432,7 @@ async def measure(
             max_seconds=warmup[1],
             verdict=side.verdict,
         )
-        meter = CpuMeter(side.server.pid, tree=side.tree)
+        meter = CpuMeter(*(s.pid for s in side.servers), tree=side.tree)
         meter.start()
         stats = await run_load(
             connections,
@@ -437,7 +444,8 @@ async def measure(
         cpu = meter.read()
     finally:
         await asyncio.gather(*(c.close() for c in connections))
-    side.server.check_alive()
+    for server in side.servers:
+        server.check_alive()
     wrong_answers = warm.requests - warm.verified if workload == "verify-valid" else warm.verified
     if wrong_answers or warm.errors:  # the warm-up's answers are checked as well
         side.problems.append(
@@ -536,6 +544,8 @@ class Report:
     installed: dict[str, Any]
     probes: list[dict[str, Any]] = field(default_factory=list)
     layout: tuple[int, int] | None = None
+    sparekey_probes: list[dict[str, Any]] = field(default_factory=list)
+    nodes: int | None = None  # Sparekey's `sparekey serve` processes
     backends: list[BackendResult] = field(default_factory=list)
     statements: list[StatementCount] = field(default_factory=list)
     log_findings: list[str] = field(default_factory=list)
@@ -568,80 +578,135 @@ async def ready(server: Server, path: str) -> None:
 
 
 def pi_side(server: Server, accounts: list[Account]) -> Side:
-    port = server.port
     return Side(
         backend="privacyidea",
-        server=server,
+        servers=[server],
         accounts=accounts,
-        sources={
-            "verify-valid": lambda owned: pi_valid_source(port, owned),
-            "verify-wrong": lambda owned: pi_wrong_source(port, owned),
-        },
+        sources={"verify-valid": pi_valid_source, "verify-wrong": pi_wrong_source},
         verdict=pi_verified,
         tree=True,
     )
 
 
-def sparekey_side(server: Server, token: str, accounts: list[Account]) -> Side:
-    port = server.port
+def sparekey_side(servers: list[Server], token: str, accounts: list[Account]) -> Side:
     return Side(
         backend="sparekey",
-        server=server,
+        servers=servers,
         accounts=accounts,
         sources={
-            "verify-valid": lambda owned: valid_source(port, token, owned),
-            "verify-wrong": lambda owned: wrong_source(port, token, owned),
+            "verify-valid": lambda port, owned: valid_source(port, token, owned),
+            "verify-wrong": lambda port, owned: wrong_source(port, token, owned),
         },
         verdict=is_verified,
         tree=False,
     )
 
 
+async def probe_rates(side: Side, config: Config) -> tuple[dict[int, float], list[str]]:
+    """A short verify-valid run at concurrency 8 and 32: each rate (0 if any answer was wrong)."""
+    rates, wrong = {}, []
+    for concurrency in (8, 32):
+        result = await measure(
+            side,
+            "verify-valid",
+            concurrency,
+            warmup=(10_000, 1.0),
+            bounds=(10_000, config.probe_seconds),
+        )
+        ok = result.errors == 0 and result.verified == result.requests
+        rates[concurrency] = result.requests_per_second if ok else 0.0
+        if not ok:
+            wrong.append(
+                f"c={concurrency}: {result.requests - result.verified} of "
+                f"{result.requests} not verified, {result.errors} errors "
+                f"{result.statuses}; e.g. {result.error_samples[:2]}"
+            )
+    return rates, wrong + side.problems
+
+
+def probe_record(rates: dict[int, float], problems: list[str], **layout: int) -> dict[str, Any]:
+    mean = statistics.mean(rates.values())
+    print(f"  probe {layout}: {mean:.1f} req/s", file=sys.stderr, flush=True)
+    for problem in problems:
+        print(f"    (disqualified) {problem}", file=sys.stderr, flush=True)
+    return {**layout, "rps": rates, "mean_rps": round(mean, 1), "problems": problems}
+
+
 async def probe_layouts(
     report: Report, deployment: PiDeployment, accounts: list[Account], stamp: str
 ) -> tuple[int, int]:
-    """A short verify-valid run at concurrency 8 and 32 on each gunicorn layout; the best mean
-    rate without errors wins."""
+    """Each gunicorn layout in turn (:func:`probe_rates`); the best mean rate wins."""
     config = report.config
     best: tuple[float, tuple[int, int]] | None = None
     for layout in config.layouts:
         log_path = RESULTS_DIR / f"compare_privacyidea-{stamp}-probe-{layout[0]}x{layout[1]}.log"
         with pi_server(deployment, layout, log_path, deployment.env) as server:
             await ready(server, "/healthz/livez")
-            side = pi_side(server, accounts)
-            rates, wrong = {}, []
-            for concurrency in (8, 32):
-                result = await measure(
-                    side,
-                    "verify-valid",
-                    concurrency,
-                    warmup=(10_000, 1.0),
-                    bounds=(10_000, config.probe_seconds),
-                )
-                ok = result.errors == 0 and result.verified == result.requests
-                rates[concurrency] = result.requests_per_second if ok else 0.0
-                if not ok:
-                    wrong.append(
-                        f"c={concurrency}: {result.requests - result.verified} of "
-                        f"{result.requests} not verified, {result.errors} errors "
-                        f"{result.statuses}; e.g. {result.error_samples[:2]}"
-                    )
+            rates, problems = await probe_rates(pi_side(server, accounts), config)
             server.stop()
-        mean = statistics.mean(rates.values())
-        report.probes.append(
-            {
-                "workers": layout[0],
-                "threads": layout[1],
-                "rps": rates,
-                "mean_rps": round(mean, 1),
-                "problems": side.problems + wrong,
-            }
-        )
-        print(f"  probe {layout_name(layout)}: {mean:.1f} req/s", file=sys.stderr, flush=True)
-        for problem in side.problems + wrong:
-            print(f"    (disqualified) {problem}", file=sys.stderr, flush=True)
-        if best is None or mean > best[0]:
-            best = (mean, layout)
+        probe = probe_record(rates, problems, workers=layout[0], threads=layout[1])
+        report.probes.append(probe)
+        if best is None or probe["mean_rps"] > best[0]:
+            best = (probe["mean_rps"], layout)
+    assert best is not None
+    return best[1]
+
+
+@contextlib.contextmanager
+def sparekey_nodes(
+    data_dir: Path, env: dict[str, str], count: int, log: str
+) -> Iterator[list[Server]]:
+    """``count`` ``sparekey serve`` processes on the one data directory (and database)."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for n in range(count):
+            port = free_port()
+            suffix = f"-{n + 1}" if count > 1 else ""
+            log_path = RESULTS_DIR / f"{log}{suffix}.log"
+            argv = sparekey_argv(data_dir, port)
+            started = running(f"sparekey{suffix}", argv, port=port, env=env, log_path=log_path)
+            servers.append(stack.enter_context(started))
+        yield servers
+
+
+async def enroll_sparekey(
+    data_dir: Path, env: dict[str, str], token: str, users: int, stamp: str
+) -> tuple[list[Account], float]:
+    """The users and the seconds their enrollment took, through one node."""
+    log = f"compare_privacyidea-{stamp}-sparekey-setup"
+    with sparekey_nodes(data_dir, env, 1, log) as (server,):
+        await ready(server, "/healthz")
+        started = time.perf_counter()
+        accounts = await enroll_users(server.port, token, users)
+        seconds = round(time.perf_counter() - started, 2)
+        server.stop()
+    return accounts, seconds
+
+
+async def probe_nodes(
+    report: Report,
+    data_dir: Path,
+    env: dict[str, str],
+    token: str,
+    accounts: list[Account],
+    stamp: str,
+) -> int:
+    """Each number of Sparekey nodes in turn (:func:`probe_rates`); the best mean rate wins."""
+    best: tuple[float, int] | None = None
+    for count in report.config.sparekey_nodes:
+        log = f"compare_privacyidea-{stamp}-probe-sparekey-{count}"
+        with sparekey_nodes(data_dir, env, count, log) as servers:
+            for server in servers:
+                await ready(server, "/healthz")
+            rates, problems = await probe_rates(
+                sparekey_side(servers, token, accounts), report.config
+            )
+            for server in servers:
+                server.stop()
+        probe = probe_record(rates, problems, nodes=count)
+        report.sparekey_probes.append(probe)
+        if best is None or probe["mean_rps"] > best[0]:
+            best = (probe["mean_rps"], count)
     assert best is not None
     return best[1]
 
@@ -671,6 +736,11 @@ async def compare(report: Report, work: Path, stamp: str) -> None:
     sk_dir = work / "sparekey"
     sk_env = server_env(**THROTTLE)
     token = sparekey_init(sk_dir, sk_env)
+    sk_accounts, sk_setup = await enroll_sparekey(sk_dir, sk_env, token, config.users, stamp)
+    if report.nodes is None:
+        report.nodes = await probe_nodes(report, sk_dir, sk_env, token, sk_accounts, stamp)
+    nodes = report.nodes
+    print(f"Sparekey nodes: {nodes}", file=sys.stderr, flush=True)
     busy, steal = await background_cpu()
     pi_result = BackendResult(
         backend="privacyidea", background_cpu_pct=busy, background_steal_pct=steal
@@ -680,24 +750,20 @@ async def compare(report: Report, work: Path, stamp: str) -> None:
     )
     report.backends += [pi_result, sk_result]
     pi_result.users, pi_result.setup_seconds = len(pi_accounts), pi_setup
+    sk_result.users, sk_result.setup_seconds = len(sk_accounts), sk_setup
 
     pi_log_offset = pi_log.stat().st_size if pi_log.exists() else 0
     pi_server_log = RESULTS_DIR / f"compare_privacyidea-{stamp}-privacyidea.log"
-    sk_port = free_port()
-    sk_argv = sparekey_argv(sk_dir, sk_port)
-    sk_log = RESULTS_DIR / f"compare_privacyidea-{stamp}-sparekey.log"
+    sk_log = f"compare_privacyidea-{stamp}-sparekey"
     sides: list[tuple[BackendResult, Side]] = []
     with (
         pi_server(deployment, layout, pi_server_log, deployment.env) as pi,
-        running("sparekey", sk_argv, port=sk_port, env=sk_env, log_path=sk_log) as sk,
+        sparekey_nodes(sk_dir, sk_env, nodes, sk_log) as sk,
     ):
         try:
             await ready(pi, "/healthz/livez")
-            await ready(sk, "/healthz")
-            started = time.perf_counter()
-            sk_accounts = await enroll_users(sk.port, token, config.users)
-            sk_result.users = len(sk_accounts)
-            sk_result.setup_seconds = round(time.perf_counter() - started, 2)
+            for server in sk:
+                await ready(server, "/healthz")
             sides = [
                 (pi_result, pi_side(pi, pi_accounts)),
                 (sk_result, sparekey_side(sk, token, sk_accounts)),
@@ -715,9 +781,10 @@ async def compare(report: Report, work: Path, stamp: str) -> None:
                             )
                         )
         finally:
-            for result, server in ((pi_result, pi), (sk_result, sk)):
-                server.stop()
-                record_exit(result, server)
+            for result, servers in ((pi_result, [pi]), (sk_result, sk)):
+                for server in servers:
+                    server.stop()
+                record_exit(result, servers)
     report.log_findings = [problem for _, side in sides for problem in side.problems]
     report.log_findings += [
         f"privacyIDEA log: {line}" for line in log_problems(pi_log, pi_log_offset)
@@ -727,11 +794,14 @@ async def compare(report: Report, work: Path, stamp: str) -> None:
         await count_both(report, deployment, pi_accounts, sk_dir, token, sk_accounts, stamp)
 
 
-def record_exit(result: BackendResult, server: Server) -> None:
-    result.exit_status = server.process.returncode
-    result.exited_cleanly = server.exited_cleanly
-    result.log_file = str(server.log_path.relative_to(REPO))
-    result.notable_log_lines = server.notable_log_lines()[:50]
+def record_exit(result: BackendResult, servers: Sequence[Server]) -> None:
+    """How the side's servers ended; with several, the first unclean exit is the one shown."""
+    unclean = [s for s in servers if not s.exited_cleanly]
+    shown = unclean[0] if unclean else servers[0]
+    result.exit_status = shown.process.returncode
+    result.exited_cleanly = not unclean
+    result.log_file = ", ".join(str(s.log_path.relative_to(REPO)) for s in servers)
+    result.notable_log_lines = [line for s in servers for line in s.notable_log_lines()][:50]
 
 
 async def count_both(
@@ -891,15 +961,17 @@ def print_statements(counts: Sequence[StatementCount]) -> None:
 def print_report(report: Report, rows: Sequence[dict[str, Any]]) -> None:
     config = report.config
     assert report.layout is not None
+    nodes = "one process" if report.nodes == 1 else f"{report.nodes} processes on one file"
     print(
         f"\nprivacyIDEA {PI_VERSION} under gunicorn {GUNICORN_VERSION} "
         f"({layout_name(report.layout)}, the best of the probe), SQLite, SQL audit on, tokens "
-        "without PIN; Sparekey: `sparekey serve` (one process), SQLite. HOTP (RFC 4226, SHA-1, "
+        f"without PIN; Sparekey: `sparekey serve` ({nodes}, the best of the probe), SQLite, each "
+        "client connection to one node in turn. HOTP (RFC 4226, SHA-1, "
         f"6 digits), {config.users} tokens or users per side. Each measured run: at most "
         f"{config.max_requests} requests or {config.max_seconds:g} s, after a warm-up of "
         f"{config.warmup_requests} requests or {config.warmup_seconds:g} s. CPU: server (for "
-        "privacyIDEA, gunicorn and all its workers) and client in % of one core; host busy and "
-        "steal in % of all cores.\n"
+        "privacyIDEA, gunicorn and all its workers; for Sparekey, all its nodes) and client in % "
+        "of one core; host busy and steal in % of all cores.\n"
     )
     if report.probes:
         print("gunicorn layouts probed (verify-valid, concurrency 8 and 32):")
@@ -907,6 +979,13 @@ def print_report(report: Report, rows: Sequence[dict[str, Any]]) -> None:
             rates = ", ".join(f"c{c}: {r:.1f}" for c, r in probe["rps"].items())
             layout = (probe["workers"], probe["threads"])
             print(f"  {layout_name(layout):<24} {rates} req/s")
+        print()
+    if report.sparekey_probes:
+        print("Sparekey nodes probed (verify-valid, concurrency 8 and 32):")
+        for probe in report.sparekey_probes:
+            rates = ", ".join(f"c{c}: {r:.1f}" for c, r in probe["rps"].items())
+            nodes = "1 process" if probe["nodes"] == 1 else f"{probe['nodes']} processes"
+            print(f"  {nodes:<24} {rates} req/s")
         print()
     print_table([r for b in report.backends for r in b.runs])
     print_comparison(rows)
@@ -950,7 +1029,11 @@ def write_json(report: Report, rows: Sequence[dict[str, Any]], stamp: str) -> Pa
             "pip_freeze": report.installed.get("freeze", []),
             "max_failcount": MAX_FAILCOUNT,
         },
-        "sparekey": {"environment": THROTTLE},
+        "sparekey": {
+            "environment": THROTTLE,
+            "nodes": report.nodes,
+            "probes": report.sparekey_probes,
+        },
         "backends": [asdict(b) for b in report.backends],
         "comparison": list(rows),
         "sql_statements": [{**asdict(c), "median": c.median} for c in report.statements],
@@ -982,7 +1065,7 @@ def parse_layout(text: str) -> tuple[int, int]:
     return layout
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | None]:
+def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | None, int | None]:
     parser = argparse.ArgumentParser(description="privacyIDEA and Sparekey, side by side.")
     parser.add_argument("--quick", action="store_true", help="small runs, a smoke test")
     parser.add_argument("--requests", type=int, help="request bound of each measured run")
@@ -997,6 +1080,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
     parser.add_argument(
         "--layout",
         help="gunicorn WORKERSxTHREADS for privacyIDEA (e.g. 4x1), instead of probing",
+    )
+    parser.add_argument(
+        "--sparekey-nodes",
+        type=int,
+        help="`sparekey serve` processes on Sparekey's one database, instead of probing 1 and 2",
     )
     parser.add_argument(
         "--no-count", action="store_true", help="skip counting SQL statements per check"
@@ -1024,14 +1112,16 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
     )
     if config.users < max(*config.concurrencies, 32):
         parser.error(f"--users must be at least {max(*config.concurrencies, 32)}")
-    return config, layout
+    if args.sparekey_nodes is not None and args.sparekey_nodes < 1:
+        parser.error("--sparekey-nodes must be at least 1")
+    return config, layout, args.sparekey_nodes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config, layout = parse_args(argv)
+    config, layout, nodes = parse_args(argv)
     stamp = results_stamp()
     installed = ensure_privacyidea()
-    report = Report(config=config, installed=installed, layout=layout)
+    report = Report(config=config, installed=installed, layout=layout, nodes=nodes)
     run(run_comparison(report, stamp))
     rows = comparison_rows(report)
     print_report(report, rows)
