@@ -1,10 +1,11 @@
 """/v1/users/{id}/verify: checking a code at sign-in. The hot path.
 
-On this path FastAPI's per-request machinery (dependency resolution, body and response models)
-costs more than the verification itself, so the request is served by a plain Starlette route,
-:data:`fast_route`, placed before every FastAPI route. The FastAPI route below declares the same
-operation for the OpenAPI document and calls the same :func:`handle`, so the two cannot differ;
-it is reached only if the fast route is not mounted.
+On this path FastAPI's per-request machinery (dependency resolution, body and response models,
+its middleware stack) costs more than the verification itself, so the request is served by a
+plain Starlette route, :data:`fast_route`, which the application answers before its middleware
+(:class:`sparekey.api.app.SparekeyAPI`). The FastAPI route below declares the same operation for
+the OpenAPI document and calls the same :func:`handle`, so the two cannot differ; it is reached
+only if the fast route is not mounted.
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ def _read_body(raw: bytes) -> WebAuthnAuthenticationBody:
 
 async def handle_verify(request: Request) -> Response:
     """The sign-in path, served like code verification (see ``verify.py``): a plain Starlette
-    route placed before the FastAPI ones, the same handler behind the documented route."""
+    route the application answers before its middleware, the same handler behind the documented
+    route."""
     app: Sparekey = request.app.state.sparekey
     key = authorize(app, bearer_token(request), Scope.VERIFY)
     body = _read_body(await request.body())
