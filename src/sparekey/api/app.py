@@ -72,7 +72,7 @@ class SparekeyAPI(FastAPI):
 
     Checking a code (and a passkey) is most of the traffic, and FastAPI's and Starlette's layers
     (error middleware, exception middleware, routing through every route, the response counter's
-    wrapper) cost about a sixth of such a request. :attr:`hot_routes` are plain Starlette routes
+    wrapper) cost about a tenth of such a request. :attr:`hot_routes` are plain Starlette routes
     whose endpoint does its own parsing (see :mod:`sparekey.api.routers.verify`); a POST to one of
     them is answered here, with the same exception handlers and the same response count as the
     stack would apply. Every other request, and every other method on those paths, goes through
