@@ -195,14 +195,14 @@ class Auditor:
         """Chain the records committed since the last round, then sign where the chain ends."""
         with self._db.write() as conn:
             last_seq, digest = repo.chain_state(conn, lock=True)
-            pending = repo.unsealed_events(conn, limit=limit)
+            pending = repo.unsealed_macs(conn, limit=limit)
             if not pending:
                 return SealResult(sealed=0, last_seq=last_seq)
             sealed = []
-            for event in pending:
+            for event_id, record_mac in pending:
                 last_seq += 1
-                digest = chain_digest(digest, last_seq, event.record_mac)
-                sealed.append((event.id, last_seq, digest))
+                digest = chain_digest(digest, last_seq, record_mac)
+                sealed.append((event_id, last_seq, digest))
             repo.seal_events(conn, sealed)
             now = self._clock.now()
             repo.set_chain_state(conn, last_seq=last_seq, last_digest=digest, now=now)

@@ -29,6 +29,7 @@ __all__ = [
     "sealed_events",
     "set_chain_state",
     "unsealed_events",
+    "unsealed_macs",
 ]
 
 _INSERT = Prepared(
@@ -109,6 +110,17 @@ def unsealed_events(conn: Connection, *, limit: int, after_id: int = 0) -> list[
         .order_by(audit_events.c.id)
     )
     return [_event(row) for row in conn.execute(stmt.limit(limit))]
+
+
+def unsealed_macs(conn: Connection, *, limit: int) -> list[tuple[int, bytes]]:
+    """(id, record MAC) of the oldest unsealed events: all that chaining them needs."""
+    stmt = (
+        select(audit_events.c.id, audit_events.c.record_mac)
+        .where(audit_events.c.seq.is_(None))
+        .order_by(audit_events.c.id)
+        .limit(limit)
+    )
+    return [(row.id, bytes(row.record_mac)) for row in conn.execute(stmt)]
 
 
 def seal_events(conn: Connection, sealed: Sequence[tuple[int, int, bytes]]) -> None:
