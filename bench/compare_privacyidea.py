@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cpu import CpuMeter, background_cpu
+from cpu import CpuMeter, CpuUse, background_cpu
 from loadgen import (
     HOST,
     Connection,
@@ -47,6 +47,7 @@ from loadgen import (
     positive_ints,
     run_load,
 )
+from nativeload import LoadClientError, client_binary, run_native
 from servers import (
     REPO,
     Server,
@@ -113,6 +114,7 @@ class Config:
     sparekey_nodes: tuple[int, ...]  # `sparekey serve` processes on the one database, to try
     count_requests: int  # requests of each kind whose SQL statements are counted
     pi_sqlite_defaults: bool = False  # privacyIDEA's SQLite as it comes: rollback journal, fsync
+    client: str = "native"  # the load client: bench/loadclient.c, or "python" (loadgen.py)
 
 
 FULL = Config(
@@ -415,35 +417,67 @@ async def measure(
     *,
     warmup: tuple[int, float],
     bounds: tuple[int, float],
+    client: str = "native",
 ) -> RunResult:
     """Warm up, then one bounded run, one keep-alive connection per worker (gunicorn's sync
-    worker closes each connection after its answer; the client then reconnects)."""
+    worker closes each connection after its answer; the client then reconnects).
+
+    ``client`` "native" drives the connections from ``bench/loadclient.c`` (nativeload.py),
+    "python" from asyncio (loadgen.py); the requests and the checks of the answers are the same.
+    """
     make = side.sources[workload]
     ports = [s.port for s in side.servers]
     shares = partition(side.accounts, concurrency)
-    sources = [make(ports[i % len(ports)], share) for i, share in enumerate(shares)]
-    connections = [Connection(ports[i % len(ports)]) for i in range(len(shares))]
-    try:
-        await asyncio.gather(*(c.connect() for c in connections))
-        warm = await run_load(
-            connections,
-            sources,
+    port_of = [ports[i % len(ports)] for i in range(len(shares))]
+    meter = CpuMeter(*(s.pid for s in side.servers), tree=side.tree)
+    if client == "native":
+
+        def fresh_sources() -> list[RequestSource]:
+            return [make(port_of[i], share) for i, share in enumerate(shares)]
+
+        warm = await run_native(
+            port_of,
+            fresh_sources,
+            side.accounts,
             max_requests=warmup[0],
             max_seconds=warmup[1],
             verdict=side.verdict,
         )
-        meter = CpuMeter(*(s.pid for s in side.servers), tree=side.tree)
-        meter.start()
-        stats = await run_load(
-            connections,
-            sources,
+        readings: list[CpuUse] = []
+        stats = await run_native(
+            port_of,
+            fresh_sources,
+            side.accounts,
             max_requests=bounds[0],
             max_seconds=bounds[1],
             verdict=side.verdict,
+            on_start=meter.start,
+            on_stop=lambda seconds: readings.append(meter.read(client_elsewhere=seconds)),
         )
-        cpu = meter.read()
-    finally:
-        await asyncio.gather(*(c.close() for c in connections))
+        cpu = readings[0]
+    else:
+        sources = [make(port_of[i], share) for i, share in enumerate(shares)]
+        connections = [Connection(port) for port in port_of]
+        try:
+            await asyncio.gather(*(c.connect() for c in connections))
+            warm = await run_load(
+                connections,
+                sources,
+                max_requests=warmup[0],
+                max_seconds=warmup[1],
+                verdict=side.verdict,
+            )
+            meter.start()
+            stats = await run_load(
+                connections,
+                sources,
+                max_requests=bounds[0],
+                max_seconds=bounds[1],
+                verdict=side.verdict,
+            )
+            cpu = meter.read()
+        finally:
+            await asyncio.gather(*(c.close() for c in connections))
     for server in side.servers:
         server.check_alive()
     wrong_answers = warm.requests - warm.verified if workload == "verify-valid" else warm.verified
@@ -612,6 +646,7 @@ async def probe_rates(side: Side, config: Config) -> tuple[dict[int, float], lis
             concurrency,
             warmup=(10_000, 1.0),
             bounds=(10_000, config.probe_seconds),
+            client=config.client,
         )
         ok = result.errors == 0 and result.verified == result.requests
         rates[concurrency] = result.requests_per_second if ok else 0.0
@@ -778,6 +813,7 @@ async def compare(report: Report, work: Path, stamp: str) -> None:
                                 concurrency,
                                 warmup=(config.warmup_requests, config.warmup_seconds),
                                 bounds=(config.max_requests, config.max_seconds),
+                                client=config.client,
                             )
                         )
         finally:
@@ -1094,6 +1130,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
         action="store_true",
         help="run privacyIDEA's SQLite as it comes (rollback journal, fsync at every commit)",
     )
+    parser.add_argument(
+        "--client",
+        choices=("native", "python"),
+        default="native",
+        help="load client: bench/loadclient.c, built with the C compiler [native], or asyncio",
+    )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     concurrencies = args.concurrency
@@ -1109,6 +1151,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
         users=args.users or config.users,
         count_requests=0 if args.no_count else config.count_requests,
         pi_sqlite_defaults=args.pi_sqlite_defaults,
+        client=args.client,
     )
     if config.users < max(*config.concurrencies, 32):
         parser.error(f"--users must be at least {max(*config.concurrencies, 32)}")
@@ -1119,6 +1162,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
 
 def main(argv: Sequence[str] | None = None) -> int:
     config, layout, nodes = parse_args(argv)
+    if config.client == "native":
+        try:
+            client_binary()
+        except LoadClientError as exc:
+            print(f"error: {exc} (or run with --client python)", file=sys.stderr)
+            return 2
     stamp = results_stamp()
     installed = ensure_privacyidea()
     report = Report(config=config, installed=installed, layout=layout, nodes=nodes)

@@ -135,13 +135,16 @@ class CpuMeter:
         self._server = self._server_seconds()
         self._host = host_ticks()
 
-    def read(self) -> CpuUse:
+    def read(self, *, client_elsewhere: float = 0.0) -> CpuUse:
+        """The use since :meth:`start`; ``client_elsewhere`` is CPU seconds the client spent in
+        other processes (a load client in C), counted as the client's."""
         wall = time.perf_counter() - self._wall
         server = self._server_seconds()
         server_pct = None
         if server is not None and self._server is not None and wall > 0:
             server_pct = round(100 * (server - self._server) / wall, 1)
-        client_pct = round(100 * (time.process_time() - self._client) / wall, 1) if wall else None
+        client = time.process_time() - self._client + client_elsewhere
+        client_pct = round(100 * client / wall, 1) if wall else None
         host_pct, steal_pct = _host_pcts(self._host, host_ticks())
         return CpuUse(
             server_cpu_pct=server_pct,
