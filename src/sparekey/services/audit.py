@@ -28,7 +28,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from sqlalchemy import Connection
@@ -49,7 +48,6 @@ __all__ = [
     "AuditPage",
     "Auditor",
     "ChainReport",
-    "PreparedRecord",
     "PruneResult",
     "SealResult",
     "Sealer",
@@ -70,15 +68,6 @@ class AuditEntry:
     outcome: str = "success"
     user_id: str | None = None
     details: Mapping[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class PreparedRecord:
-    """An audit record ready to insert (:meth:`Auditor.prepare`)."""
-
-    entry: AuditEntry
-    row: dict[str, Any]
-    occurred_at: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,11 +148,6 @@ class Auditor:
 
     def record(self, target: Connection | Unit, entry: AuditEntry, caller: Caller) -> None:
         """Insert ``entry`` through ``target``: inside the transaction of the change it records."""
-        self.insert(target, self.prepare(entry, caller))
-
-    def prepare(self, entry: AuditEntry, caller: Caller) -> PreparedRecord:
-        """``entry`` as a row, its MACs computed: done before a write transaction begins, this
-        work is not done while holding the database's write lock (see :meth:`insert`)."""
         now = self._clock.now()
         details = json.dumps(dict(entry.details), sort_keys=True, separators=(",", ":"))
         key_id, personal = self._keyring.mac(
@@ -183,34 +167,26 @@ class Auditor:
                 mac_key_id=key_id,
             ),
         )
-        row = {
-            "occurred_at": now,
-            "event": entry.event,
-            "outcome": entry.outcome,
-            "actor_type": caller.type,
-            "actor_id": caller.id,
-            "details": details,
-            "user_id": entry.user_id,
-            "ip": caller.ip,
-            "user_agent": caller.user_agent,
-            "personal_digest": personal,
-            "record_mac": record_mac,
-            "mac_key_id": key_id,
-        }
-        return PreparedRecord(entry=entry, row=row, occurred_at=now)
-
-    def insert(self, target: Connection | Unit, record: PreparedRecord) -> None:
-        """Insert a record made by :meth:`prepare` through ``target``, in the transaction of the
-        change it records, with its notification if the event concerns the user."""
-        repo.insert_event(target, record.row)
-        entry = record.entry
+        repo.insert_event(
+            target,
+            {
+                "occurred_at": now,
+                "event": entry.event,
+                "outcome": entry.outcome,
+                "actor_type": caller.type,
+                "actor_id": caller.id,
+                "details": details,
+                "user_id": entry.user_id,
+                "ip": caller.ip,
+                "user_agent": caller.user_agent,
+                "personal_digest": personal,
+                "record_mac": record_mac,
+                "mac_key_id": key_id,
+            },
+        )
         if self._outbox is not None:
             self._outbox.enqueue(
-                target,
-                event=entry.event,
-                user_id=entry.user_id,
-                details=entry.details,
-                now=record.occurred_at,
+                target, event=entry.event, user_id=entry.user_id, details=entry.details, now=now
             )
         for listener in self._listeners:
             listener(entry.event, entry.outcome)

@@ -26,7 +26,7 @@ from sparekey.domain.models import SYSTEM, Caller, FactorType, ThrottleState, Ve
 from sparekey.domain.ports import Clock
 from sparekey.protocols import backup_codes as backup_code_format
 from sparekey.services.assurance import AssuranceService
-from sparekey.services.audit import AuditEntry, Auditor, PreparedRecord
+from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.fallback import FallbackService
 from sparekey.services.otp import Match, OtpPolicy, match_code, open_secret
@@ -101,7 +101,10 @@ class VerificationService:
         return NOT_VERIFIED
 
     def _failed(self, unit: Unit, user_id: str, kind: str, caller: Caller) -> None:
-        self._auditor.record(unit, _failed_entry(user_id, kind), caller)
+        entry = AuditEntry(
+            event="verify.failed", outcome="failure", user_id=user_id, details={"kind": kind}
+        )
+        self._auditor.record(unit, entry, caller)
 
     def _verify_otp(self, user_id: str, code: str, caller: Caller) -> VerifyResult:
         now = self._clock.now()
@@ -110,17 +113,12 @@ class VerificationService:
             if state is None:
                 raise UserNotFoundError(user_id)
             self._throttle.check(state.throttle, now=now)
-            # Audit records are made (MACs and all) before the write transaction begins, so that
-            # SQLite's one write lock, which every node's writers queue for, is held less long.
             for factor, found in self._matches(state.factors, code, now=now):
-                spent = (factor.id, factor.type)
-                record = self._auditor.prepare(_succeeded_entry(user_id, spent), caller)
                 if factors_repo.advance_step(
                     unit.write(), factor.id, step=found.step, drift=found.drift, now=now
                 ):
-                    return self._succeeded(
-                        unit, state, user_id, spent, caller, now=now, record=record
-                    )
+                    spent = (factor.id, factor.type)
+                    return self._succeeded(unit, state, user_id, spent, caller, now=now)
             if state.live_fallback_codes and self._fallback is not None:
                 accepted = self._fallback.accept(unit, user_id, code, now=now)
                 if accepted.refused:  # fallback only: right code, but the user has better
@@ -129,13 +127,11 @@ class VerificationService:
                 if accepted.factor is not None:
                     spent = (accepted.factor.factor_id, accepted.factor.factor_type)
                     return self._succeeded(unit, state, user_id, spent, caller, now=now)
-            failed = self._auditor.prepare(_failed_entry(user_id, "otp"), caller)
             if state.factors or state.live_fallback_codes:  # a wrong guess at a code that exists
                 engaged = self._throttle.fail(unit, user_id, now=now)
                 if engaged is not None:
                     self._auditor.record(unit, _throttle_entry(user_id, engaged), caller)
-                    failed = self._auditor.prepare(_failed_entry(user_id, "otp"), caller)  # after
-            self._auditor.insert(unit.write(), failed)
+            self._failed(unit.write(), user_id, "otp", caller)
         return NOT_VERIFIED
 
     def _succeeded(
@@ -147,16 +143,14 @@ class VerificationService:
         caller: Caller,
         *,
         now: datetime,
-        record: PreparedRecord | None = None,
     ) -> VerifyResult:
         factor_id, type = factor
         self._throttle.succeed(unit, user_id, now=now, seen=state.throttle)
         if state.open_recovery_case and self._on_sign_in is not None:
             self._on_sign_in(unit, user_id, caller)
-            record = None  # made again, so that it follows the cancellations in time too
-        if record is None:
-            record = self._auditor.prepare(_succeeded_entry(user_id, factor), caller)
-        self._auditor.insert(unit, record)
+        details = {"factor_id": factor_id, "factor_type": type.value}
+        entry = AuditEntry(event="verify.succeeded", user_id=user_id, details=details)
+        self._auditor.record(unit, entry, caller)
         crashpoint("verify.before_commit")
         return VerifyResult(
             verified=True,
@@ -204,16 +198,6 @@ class VerificationService:
         return VerifyResult(
             verified=True, factor_type=BACKUP_CODE, backup_codes_remaining=remaining
         )
-
-
-def _succeeded_entry(user_id: str, factor: tuple[str, FactorType]) -> AuditEntry:
-    details = {"factor_id": factor[0], "factor_type": factor[1].value}
-    return AuditEntry(event="verify.succeeded", user_id=user_id, details=details)
-
-
-def _failed_entry(user_id: str, kind: str) -> AuditEntry:
-    details = {"kind": kind}
-    return AuditEntry(event="verify.failed", outcome="failure", user_id=user_id, details=details)
 
 
 def _throttle_entry(user_id: str, state: ThrottleState) -> AuditEntry:

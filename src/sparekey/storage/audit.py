@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,7 +82,7 @@ def _event(row: Row[Any]) -> StoredEvent:
     return StoredEvent(**{name: row._mapping[name] for name in StoredEvent.__dataclass_fields__})
 
 
-def insert_event(target: Connection | Unit, values: Mapping[str, Any]) -> None:
+def insert_event(target: Connection | Unit, values: dict[str, Any]) -> None:
     run(target, _INSERT, values)
 
 
