@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -435,19 +436,10 @@ async def measure(
         def fresh_sources() -> list[RequestSource]:
             return [make(port_of[i], share) for i, share in enumerate(shares)]
 
-        warm = await run_native(
-            port_of,
-            fresh_sources,
-            side.accounts,
-            max_requests=warmup[0],
-            max_seconds=warmup[1],
-            verdict=side.verdict,
-        )
+        native = functools.partial(run_native, port_of, fresh_sources, side.accounts)
+        warm = await native(max_requests=warmup[0], max_seconds=warmup[1], verdict=side.verdict)
         readings: list[CpuUse] = []
-        stats = await run_native(
-            port_of,
-            fresh_sources,
-            side.accounts,
+        stats = await native(
             max_requests=bounds[0],
             max_seconds=bounds[1],
             verdict=side.verdict,
