@@ -436,13 +436,14 @@ async def measure(
         def fresh_sources() -> list[RequestSource]:
             return [make(port_of[i], share) for i, share in enumerate(shares)]
 
-        native = functools.partial(run_native, port_of, fresh_sources, side.accounts)
-        warm = await native(max_requests=warmup[0], max_seconds=warmup[1], verdict=side.verdict)
+        native = functools.partial(
+            run_native, port_of, fresh_sources, side.accounts, verdict=side.verdict
+        )
+        warm = await native(max_requests=warmup[0], max_seconds=warmup[1])
         readings: list[CpuUse] = []
         stats = await native(
             max_requests=bounds[0],
             max_seconds=bounds[1],
-            verdict=side.verdict,
             on_start=meter.start,
             on_stop=lambda seconds: readings.append(meter.read(client_elsewhere=seconds)),
         )
@@ -452,21 +453,10 @@ async def measure(
         connections = [Connection(port) for port in port_of]
         try:
             await asyncio.gather(*(c.connect() for c in connections))
-            warm = await run_load(
-                connections,
-                sources,
-                max_requests=warmup[0],
-                max_seconds=warmup[1],
-                verdict=side.verdict,
-            )
+            python = functools.partial(run_load, connections, sources, verdict=side.verdict)
+            warm = await python(max_requests=warmup[0], max_seconds=warmup[1])
             meter.start()
-            stats = await run_load(
-                connections,
-                sources,
-                max_requests=bounds[0],
-                max_seconds=bounds[1],
-                verdict=side.verdict,
-            )
+            stats = await python(max_requests=bounds[0], max_seconds=bounds[1])
             cpu = meter.read()
         finally:
             await asyncio.gather(*(c.close() for c in connections))
