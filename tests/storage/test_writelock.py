@@ -83,6 +83,23 @@ def test_a_process_that_dies_holding_it_leaves_it_free(lock_path: Path) -> None:
             holder.kill()
 
 
+def test_trying_takes_a_free_lock_and_never_waits_for_a_taken_one(lock_path: Path) -> None:
+    first = WriteLock(lock_path, timeout=STILL_WAITING)
+    second = WriteLock(lock_path, timeout=STILL_WAITING)
+    assert first.try_acquire() is True
+    assert second.try_acquire() is False, "another process holds it: not taken, not waited for"
+    assert first.try_acquire() is None, "the holder has nothing to take (and nothing to release)"
+    in_thread: list[bool | None] = []
+    thread = threading.Thread(target=lambda: in_thread.append(first.try_acquire()))
+    thread.start()
+    thread.join()
+    assert in_thread == [False], "another thread of the holder's process does not get it either"
+    first.release()
+    assert second.try_acquire() is True
+    assert first.try_acquire() is False
+    second.release()
+
+
 def test_a_lock_file_that_cannot_be_opened_leaves_writers_to_sqlite(tmp_path: Path) -> None:
     (tmp_path / "sparekey.db-writer").mkdir()  # not a file: opening it fails
     db = Database(f"sqlite:///{tmp_path / 'sparekey.db'}")
@@ -90,6 +107,9 @@ def test_a_lock_file_that_cannot_be_opened_leaves_writers_to_sqlite(tmp_path: Pa
         db.upgrade()
         assert db.write_lock is not None
         assert not db.write_lock.acquire()
+        assert db.write_lock.try_acquire() is None, "nothing to take: go on without it"
+        with db.unit() as unit:
+            assert unit.try_write()
         _create_user(db, "alice")
         with db.unit() as unit:
             assert user_exists(unit, "alice")
@@ -153,3 +173,51 @@ def test_the_lock_file_is_made_by_the_first_write_not_before(tmp_path: Path) -> 
         assert (tmp_path / "sparekey.db-writer").exists()
     finally:
         db.dispose()
+
+
+def test_a_unit_tries_to_write_only_while_no_other_writer_holds_the_lock(db: Database) -> None:
+    assert db.write_lock is not None
+    other = WriteLock(db.write_lock.path, timeout=SHORT)
+    insert = Prepared(
+        users.insert().values(id=bindparam("user_id"), created_at=func.now(), updated_at=func.now())
+    )
+    try:
+        assert other.acquire()
+        with db.unit() as unit:
+            assert not unit.try_write(), "held by another process: nothing begun"
+            assert not unit.writing
+        other.release()
+        with db.unit() as unit:
+            assert unit.try_write()
+            assert not other.try_acquire(), "the unit holds the lock until it commits"
+            run(unit, insert, {"user_id": "alice"})
+        assert other.try_acquire(), "and gives it back after"
+        other.release()
+        with db.unit() as unit:
+            assert user_exists(unit, "alice")
+    finally:
+        other.close()
+
+
+def test_after_commit_callbacks_run_once_committed_and_never_after_a_rollback(
+    db: Database,
+) -> None:
+    insert = Prepared(
+        users.insert().values(id=bindparam("user_id"), created_at=func.now(), updated_at=func.now())
+    )
+    called: list[str] = []
+    with db.unit() as unit:
+        run(unit.write(), insert, {"user_id": "alice"})
+        unit.after_commit(lambda: called.append("alice"))
+        assert called == [], "not before the commit"
+    assert called == ["alice"]
+
+    def rolled_back() -> None:
+        with db.unit() as unit:
+            run(unit.write(), insert, {"user_id": "bob"})
+            unit.after_commit(lambda: called.append("bob"))
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    assert called == ["alice"]

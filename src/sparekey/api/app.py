@@ -16,6 +16,7 @@ from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 import sparekey
+from sparekey.api.batching import VerifyBatcher
 from sparekey.api.metrics import Metrics, ResponseCounter
 from sparekey.api.problems import (
     MEDIA_TYPE,
@@ -123,6 +124,7 @@ def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
     )
     api.state.sparekey = app
     api.state.metrics = metrics = metrics or Metrics(app)
+    api.state.verify_batcher = VerifyBatcher(app.verification, app.db.write_lock)
     api.add_middleware(ResponseCounter, metrics=metrics)
     routers = (
         verify,

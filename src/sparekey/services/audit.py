@@ -20,6 +20,7 @@ Tamper evidence, in three layers (docs/decisions/0006-audit-sealing.md):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -141,7 +142,8 @@ class Auditor:
         self._listeners: list[Callable[[str, str], None]] = []
 
     def listen(self, listener: Callable[[str, str], None]) -> None:
-        """Call ``listener(event, outcome)`` for every record written from now on (metrics)."""
+        """Call ``listener(event, outcome)`` for every record written from now on (metrics): at
+        once, or for a record written through a :class:`Unit`, once that unit has committed."""
         self._listeners.append(listener)
 
     # -- writing --------------------------------------------------------------------------------
@@ -188,8 +190,16 @@ class Auditor:
             self._outbox.enqueue(
                 target, event=entry.event, user_id=entry.user_id, details=entry.details, now=now
             )
+        if self._listeners:
+            counted = functools.partial(self._tell, entry.event, entry.outcome)
+            if isinstance(target, Unit):
+                target.after_commit(counted)  # a batch rolled back and redone counts once
+            else:
+                counted()
+
+    def _tell(self, event: str, outcome: str) -> None:
         for listener in self._listeners:
-            listener(entry.event, entry.outcome)
+            listener(event, outcome)
 
     def seal(self, *, limit: int = 5000) -> SealResult:
         """Chain the records committed since the last round, then sign where the chain ends."""

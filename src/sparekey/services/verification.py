@@ -2,10 +2,15 @@
 or SMS (:mod:`sparekey.services.fallback`, looked for only when the user has a live one), or a
 backup code.
 
-The hot path, on one pooled connection (:meth:`Database.unit`): one statement reads the user's
-active factors and how many backup codes are left, the code is checked in memory against every
-factor, and only a match opens a write transaction holding the conditional UPDATE that refuses a
-step already used. A replayed or concurrent duplicate code is simply not verified.
+The hot path, on one pooled connection (:meth:`Database.unit`), in two halves. Reading: one
+statement reads the user's active factors, throttle and how many backup codes are left, and the
+code is checked in memory against every factor. Writing, in one transaction: the conditional
+UPDATE that spends the matched step and refuses a step already used (a replayed or concurrent
+duplicate code is simply not verified), or the counted failure, and the audit record. On SQLite a
+request that finds another process holding the write lock when it comes to write leaves the
+writing half to a batch (:meth:`VerificationService.verify_or_defer`, then
+:meth:`VerificationService.settle`, driven by :mod:`sparekey.api.batching`), so that its event
+loop serves other requests meanwhile and the batch commits once.
 
 A verified answer carries an assurance token (:mod:`sparekey.services.assurance`), made after the
 commit with one HMAC and no database statement.
@@ -14,7 +19,8 @@ commit with one HMAC and no database statement.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -37,13 +43,30 @@ from sparekey.storage import users as users_repo
 from sparekey.storage.database import Database, Unit
 from sparekey.storage.factors import OtpFactor, VerifyState
 
-__all__ = ["BACKUP_CODE", "VerificationService"]
+__all__ = ["BACKUP_CODE", "OtpAttempt", "VerificationService"]
 
 BACKUP_CODE = "backup_code"
 BACKUP_CODES_LOW = 3  # this many left or fewer: the user is told to make a new set
 _MAX_CODE_LENGTH = 64
 NOT_VERIFIED = VerifyResult(verified=False)
 log = logging.getLogger("sparekey.verification")
+
+
+def _looks_like_otp(text: str) -> bool:
+    return text.isdigit() and text.isascii() and len(text) <= _MAX_CODE_LENGTH
+
+
+@dataclass(frozen=True, kw_only=True)
+class OtpAttempt:
+    """A one-time code read and checked against the user's factors, its outcome not yet written
+    (:meth:`VerificationService.verify_or_defer`, then :meth:`VerificationService.settle`)."""
+
+    user_id: str
+    code: str
+    caller: Caller
+    now: datetime
+    state: VerifyState
+    matches: list[tuple[OtpFactor, Match]]
 
 
 class SignInHook(Protocol):
@@ -80,7 +103,64 @@ class VerificationService:
 
     def verify(self, user_id: str, code: str, *, caller: Caller = SYSTEM) -> VerifyResult:
         """A code of an active factor or a backup code; verified answers carry a step-up token."""
-        result = self._verify(user_id, code, caller)
+        return self._finished(self._verify(user_id, code, caller), user_id)
+
+    def verify_or_defer(
+        self, user_id: str, code: str, *, caller: Caller = SYSTEM
+    ) -> VerifyResult | OtpAttempt:
+        """:meth:`verify`, except when the code is an OTP and, once it is checked, another writer
+        holds SQLite's write lock: then the attempt is returned unwritten, for :meth:`settle` to
+        write (with others) when the lock is free, instead of waiting here."""
+        text = code.strip()
+        if not _looks_like_otp(text):
+            return self.verify(user_id, code, caller=caller)
+        with self._db.unit() as unit:
+            attempt = self._read_otp(unit, user_id, text, caller)
+            if not unit.try_write():
+                return attempt
+            result = self._settle(unit, attempt)
+        return self._finished(result, user_id)
+
+    def read_attempt(
+        self, user_id: str, code: str, *, caller: Caller = SYSTEM
+    ) -> VerifyResult | OtpAttempt:
+        """An OTP read and checked, its outcome left for :meth:`settle` to write; any other
+        code (a backup code) is verified at once."""
+        text = code.strip()
+        if not _looks_like_otp(text):
+            return self.verify(user_id, code, caller=caller)
+        with self._db.unit() as unit:
+            return self._read_otp(unit, user_id, text, caller)
+
+    def settle(self, attempts: Sequence[OtpAttempt]) -> list[VerifyResult | Exception]:
+        """Write the outcomes of deferred attempts, in order, in one transaction: what
+        :meth:`verify` would have written one by one, with one commit and one turn of the write
+        lock. If any of them raises, nothing of the batch is kept and each is written again in a
+        transaction of its own, so that an error (a throttle engaged meanwhile) stays its own
+        attempt's. Each answer is the attempt's result or its error."""
+        try:
+            with self._db.unit() as unit:
+                unit.write()
+                results = [self._settle(unit, attempt) for attempt in attempts]
+        except Exception as exc:
+            if len(attempts) == 1:
+                return [exc]
+            return [self._settle_alone(attempt) for attempt in attempts]
+        return [
+            self._finished(result, attempt.user_id)
+            for result, attempt in zip(results, attempts, strict=True)
+        ]
+
+    def _settle_alone(self, attempt: OtpAttempt) -> VerifyResult | Exception:
+        try:
+            with self._db.unit() as unit:
+                result = self._settle(unit, attempt)
+        except Exception as exc:
+            return exc
+        return self._finished(result, attempt.user_id)
+
+    def _finished(self, result: VerifyResult, user_id: str) -> VerifyResult:
+        """After the commit: a verified answer gets its step-up token."""
         if not result.verified:
             return result
         crashpoint("verify.committed")
@@ -89,8 +169,9 @@ class VerificationService:
 
     def _verify(self, user_id: str, code: str, caller: Caller) -> VerifyResult:
         text = code.strip()
-        if text.isdigit() and text.isascii() and len(text) <= _MAX_CODE_LENGTH:
-            return self._verify_otp(user_id, text, caller)
+        if _looks_like_otp(text):
+            with self._db.unit() as unit:
+                return self._settle(unit, self._read_otp(unit, user_id, text, caller))
         canonical = backup_code_format.normalize(text)
         if canonical is not None:
             return self._verify_backup_code(user_id, canonical, caller)
@@ -106,32 +187,41 @@ class VerificationService:
         )
         self._auditor.record(unit, entry, caller)
 
-    def _verify_otp(self, user_id: str, code: str, caller: Caller) -> VerifyResult:
+    def _read_otp(self, unit: Unit, user_id: str, code: str, caller: Caller) -> OtpAttempt:
+        """The reading half: the user's state, the throttle's verdict, the factors that match."""
         now = self._clock.now()
-        with self._db.unit() as unit:
-            state = factors_repo.verify_state(unit, user_id, now=now)
-            if state is None:
-                raise UserNotFoundError(user_id)
-            self._throttle.check(state.throttle, now=now)
-            for factor, found in self._matches(state.factors, code, now=now):
-                if factors_repo.advance_step(
-                    unit.write(), factor.id, step=found.step, drift=found.drift, now=now
-                ):
-                    spent = (factor.id, factor.type)
-                    return self._succeeded(unit, state, user_id, spent, caller, now=now)
-            if state.live_fallback_codes and self._fallback is not None:
-                accepted = self._fallback.accept(unit, user_id, code, now=now)
-                if accepted.refused:  # fallback only: right code, but the user has better
-                    self._failed(unit.write(), user_id, "fallback_not_allowed", caller)
-                    return NOT_VERIFIED
-                if accepted.factor is not None:
-                    spent = (accepted.factor.factor_id, accepted.factor.factor_type)
-                    return self._succeeded(unit, state, user_id, spent, caller, now=now)
-            if state.factors or state.live_fallback_codes:  # a wrong guess at a code that exists
-                engaged = self._throttle.fail(unit, user_id, now=now)
-                if engaged is not None:
-                    self._auditor.record(unit, _throttle_entry(user_id, engaged), caller)
-            self._failed(unit.write(), user_id, "otp", caller)
+        state = factors_repo.verify_state(unit, user_id, now=now)
+        if state is None:
+            raise UserNotFoundError(user_id)
+        self._throttle.check(state.throttle, now=now)
+        matches = self._matches(state.factors, code, now=now)
+        return OtpAttempt(
+            user_id=user_id, code=code, caller=caller, now=now, state=state, matches=matches
+        )
+
+    def _settle(self, unit: Unit, attempt: OtpAttempt) -> VerifyResult:
+        """The writing half: spend the step of the first factor that still takes it (the
+        conditional UPDATE refuses a replay, whenever it was checked), or count the failure."""
+        user_id, caller, now, state = attempt.user_id, attempt.caller, attempt.now, attempt.state
+        for factor, found in attempt.matches:
+            if factors_repo.advance_step(
+                unit.write(), factor.id, step=found.step, drift=found.drift, now=now
+            ):
+                spent = (factor.id, factor.type)
+                return self._succeeded(unit, state, user_id, spent, caller, now=now)
+        if state.live_fallback_codes and self._fallback is not None:
+            accepted = self._fallback.accept(unit, user_id, attempt.code, now=now)
+            if accepted.refused:  # fallback only: right code, but the user has better
+                self._failed(unit.write(), user_id, "fallback_not_allowed", caller)
+                return NOT_VERIFIED
+            if accepted.factor is not None:
+                spent = (accepted.factor.factor_id, accepted.factor.factor_type)
+                return self._succeeded(unit, state, user_id, spent, caller, now=now)
+        if state.factors or state.live_fallback_codes:  # a wrong guess at a code that exists
+            engaged = self._throttle.fail(unit, user_id, now=now)
+            if engaged is not None:
+                self._auditor.record(unit, _throttle_entry(user_id, engaged), caller)
+        self._failed(unit.write(), user_id, "otp", caller)
         return NOT_VERIFIED
 
     def _succeeded(

@@ -118,6 +118,7 @@ class Unit:
         self._sqlite = dialect.name == "sqlite"
         self._write_lock = write_lock
         self._locked = False
+        self._after_commit: list[Callable[[], None]] = []
         self.writing = False
         if not self._sqlite:  # reads in autocommit: one round trip, no BEGIN/ROLLBACK around them
             self._connection.driver_connection.autocommit = True
@@ -133,22 +134,46 @@ class Unit:
     def write(self) -> Unit:
         """From here on, what this unit does is one transaction, committed at the end."""
         if not self.writing:
-            self.writing = True
-            if self._sqlite:
-                if self._write_lock is not None:
-                    self._locked = self._write_lock.acquire()
-                self._connection.cursor().execute("BEGIN IMMEDIATE")
-            else:  # the driver begins a transaction with the next statement
-                self._connection.driver_connection.autocommit = False
+            if self._sqlite and self._write_lock is not None:
+                self._locked = self._write_lock.acquire()
+            self._begin()
         return self
+
+    def try_write(self) -> bool:
+        """:meth:`write`, but only if no other writer holds SQLite's write lock this instant:
+        False, and nothing begun, if one does. On PostgreSQL, which has no such lock, it always
+        begins."""
+        if not self.writing:
+            if self._sqlite and self._write_lock is not None:
+                taken = self._write_lock.try_acquire()
+                if taken is False:
+                    return False
+                self._locked = bool(taken)
+            self._begin()
+        return True
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this unit has committed; never if it rolls back."""
+        self._after_commit.append(callback)
+
+    def _begin(self) -> None:
+        self.writing = True
+        if self._sqlite:
+            self._connection.cursor().execute("BEGIN IMMEDIATE")
+        else:  # the driver begins a transaction with the next statement
+            self._connection.driver_connection.autocommit = False
 
     def finish(self, *, commit: bool) -> None:
         """Commit (if asked and anything was written) or roll back, and hand the connection back
         to the pool as it expects it: out of autocommit. A connection that cannot be put back in
-        that state is discarded, never reused."""
+        that state is discarded, never reused. Then, if it committed, the :meth:`after_commit`
+        callbacks run, outside the write lock."""
+        callbacks, self._after_commit = self._after_commit, []
+        committed = False
         try:
             if commit and self.writing:
                 self._connection.commit()
+                committed = True
             else:
                 self._connection.rollback()
         finally:
@@ -163,6 +188,9 @@ class Unit:
                 except Exception:
                     self._connection.invalidate()
                     raise
+        if committed:
+            for callback in callbacks:
+                callback()
 
 
 def run(target: Connection | Unit, prepared: Prepared, parameters: Mapping[str, Any]) -> Cursor:

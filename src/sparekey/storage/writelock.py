@@ -52,13 +52,7 @@ class WriteLock:
         not be had within the timeout; the caller then goes on without it and must not
         :meth:`release` it."""
         me = threading.get_ident()
-        if self._owner == me:
-            return False
-        if os.getpid() != self._pid:  # first use, or forked: the parent's lock is the parent's
-            with self._opening:
-                if os.getpid() != self._pid:
-                    self._open()
-        if self._fd < 0:  # the lock file cannot be opened (a read-only directory)
+        if self._owner == me or not self._usable():
             return False
         deadline = time.monotonic() + self._timeout
         if not self._threads.acquire(timeout=self._timeout):
@@ -72,6 +66,31 @@ class WriteLock:
             self._threads.release()
             return False
         self._owner = me
+        return True
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a writer waits for the lock before going on without it."""
+        return self._timeout
+
+    def try_acquire(self) -> bool | None:
+        """Take the lock only if it is free this instant: True once held; False if another
+        thread or process holds it (nothing taken). None if there is nothing to take: this
+        thread holds it already, or there is no lock file; the caller then goes on as if it
+        held it (SQLite's own lock still decides) and must not :meth:`release` it."""
+        if self._owner == threading.get_ident() or not self._usable():
+            return None
+        if not self._threads.acquire(blocking=False):
+            return False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._threads.release()
+            return False
+        except BaseException:
+            self._threads.release()
+            raise
+        self._owner = threading.get_ident()
         return True
 
     def release(self) -> None:
@@ -95,6 +114,15 @@ class WriteLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def _usable(self) -> bool:
+        """Open the lock file in this process if not yet; False if it cannot be opened (a
+        read-only directory): writers then go without it."""
+        if os.getpid() != self._pid:  # first use, or forked: the parent's lock is the parent's
+            with self._opening:
+                if os.getpid() != self._pid:
+                    self._open()
+        return self._fd >= 0
 
     def _open(self) -> None:
         """Open the lock file, at the first write (as SQLite makes its files), not before."""

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from sparekey.api.batching import VerifyBatcher
 from sparekey.api.deps import BEARER_SECURITY, authorize, bearer_token, caller_of
 from sparekey.api.metrics import Metrics
 from sparekey.api.schemas import USER_ID_PATTERN, CodeBody, UserIdPath, VerifyOut
@@ -81,7 +82,8 @@ async def handle(request: Request, user_id: str) -> Response:
     caller = caller_of(key, body.context)
     app.guard.ip(caller.ip)
     if app.db.is_sqlite:  # CPU-bound in this process: a thread hop would only add to it
-        result = app.verification.verify(user_id, body.code, caller=caller)
+        batcher: VerifyBatcher = request.app.state.verify_batcher
+        result = await batcher.verify(user_id, body.code, caller=caller)
     else:  # waits on the network: let other requests run meanwhile
         result = await run_in_threadpool(app.verification.verify, user_id, body.code, caller=caller)
     metrics: Metrics = request.app.state.metrics
