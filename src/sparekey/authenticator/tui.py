@@ -25,6 +25,7 @@ from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
@@ -335,7 +336,10 @@ class AuthenticatorApp(App[None]):
     def _refresh_codes(self) -> None:
         if self._vault is None or not isinstance(self.screen, MainScreen):
             return
-        table = self.screen.query_one("#entries", DataTable)
+        try:
+            table = self.screen.query_one("#entries", DataTable)
+        except NoMatches:  # the clock ticked between unlocking and the screen's first layout
+            return
         now = self._clock()
         for entry_id in self._shown:
             entry = self._vault.entry(entry_id)
