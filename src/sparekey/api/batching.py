@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sparekey.domain.models import Caller, VerifyResult
 from sparekey.services.verification import OtpAttempt, VerificationService
@@ -64,12 +64,10 @@ class VerifyBatcher:
         verification = self._verification
         if self._lock is None or loop is not self._loop:
             return verification.verify(user_id, code, caller=caller)
-        if self._pending:  # a batch is waiting for the lock: join it, and keep the order
-            outcome: VerifyResult | OtpAttempt = verification.read_attempt(
-                user_id, code, caller=caller
-            )
-        else:
-            outcome = verification.verify_or_defer(user_id, code, caller=caller)
+        # While a batch waits for the lock, a new attempt joins it: answers keep their order.
+        outcome = verification.verify_or_defer(
+            user_id, code, caller=caller, join=bool(self._pending)
+        )
         if isinstance(outcome, VerifyResult):
             return outcome
         future: asyncio.Future[VerifyResult] = loop.create_future()
@@ -104,8 +102,8 @@ class VerifyBatcher:
             return
         batch, self._pending = self._pending, []
         try:
-            results: list[VerifyResult | BaseException] = list(
-                self._verification.settle([attempt for attempt, _ in batch])
+            results: Sequence[VerifyResult | BaseException] = self._verification.settle(
+                [attempt for attempt, _ in batch]
             )
         except BaseException as exc:  # an interrupt: no request may be left waiting
             results = [exc] * len(batch)
@@ -118,7 +116,7 @@ class VerifyBatcher:
 
 def _answer(
     batch: list[tuple[OtpAttempt, asyncio.Future[VerifyResult]]],
-    results: list[VerifyResult | BaseException],
+    results: Sequence[VerifyResult | BaseException],
 ) -> None:
     for (_, future), result in zip(batch, results, strict=True):
         if future.done():  # the request was cancelled (its client left); it is written

@@ -106,31 +106,22 @@ class VerificationService:
         return self._finished(self._verify(user_id, code, caller), user_id)
 
     def verify_or_defer(
-        self, user_id: str, code: str, *, caller: Caller = SYSTEM
+        self, user_id: str, code: str, *, caller: Caller = SYSTEM, join: bool = False
     ) -> VerifyResult | OtpAttempt:
         """:meth:`verify`, except when the code is an OTP and, once it is checked, another writer
         holds SQLite's write lock: then the attempt is returned unwritten, for :meth:`settle` to
-        write (with others) when the lock is free, instead of waiting here."""
+        write (with others) when the lock is free, instead of waiting here. With ``join`` an OTP
+        attempt is always returned unwritten (the caller has a batch waiting, and answers keep
+        their order); any other code (a backup code) is verified at once either way."""
         text = code.strip()
         if not _looks_like_otp(text):
             return self.verify(user_id, code, caller=caller)
         with self._db.unit() as unit:
             attempt = self._read_otp(unit, user_id, text, caller)
-            if not unit.try_write():
+            if join or not unit.try_write():
                 return attempt
             result = self._settle(unit, attempt)
         return self._finished(result, user_id)
-
-    def read_attempt(
-        self, user_id: str, code: str, *, caller: Caller = SYSTEM
-    ) -> VerifyResult | OtpAttempt:
-        """An OTP read and checked, its outcome left for :meth:`settle` to write; any other
-        code (a backup code) is verified at once."""
-        text = code.strip()
-        if not _looks_like_otp(text):
-            return self.verify(user_id, code, caller=caller)
-        with self._db.unit() as unit:
-            return self._read_otp(unit, user_id, text, caller)
 
     def settle(self, attempts: Sequence[OtpAttempt]) -> list[VerifyResult | Exception]:
         """Write the outcomes of deferred attempts, in order, in one transaction: what
