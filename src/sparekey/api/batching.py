@@ -25,12 +25,9 @@ from collections.abc import Callable, Sequence
 
 from sparekey.domain.models import Caller, VerifyResult
 from sparekey.services.verification import OtpAttempt, VerificationService
-from sparekey.storage.writelock import WriteLock
+from sparekey.storage.writelock import LONGEST_WAIT_SECONDS, SPIN_SECONDS, WriteLock
 
 __all__ = ["VerifyBatcher"]
-
-_SPIN = 0.0005  # seconds of trying on every turn of the loop, as WriteLock spins
-_RETRY = 0.001  # then a try every millisecond
 
 
 class VerifyBatcher:
@@ -94,11 +91,11 @@ class VerifyBatcher:
         waited = self._monotonic() - self._waiting_since
         taken = lock.try_acquire()
         if taken is False and waited < lock.timeout:
-            if waited < _SPIN:
+            if waited < SPIN_SECONDS:  # tried on every turn of the loop, as WriteLock spins
                 os.sched_yield()  # let the holder (or the client) have this CPU first
                 self._schedule(loop, 0.0)
             else:
-                self._schedule(loop, _RETRY)
+                self._schedule(loop, LONGEST_WAIT_SECONDS)
             return
         batch, self._pending = self._pending, []
         try:

@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["WriteLock"]
+__all__ = ["LONGEST_WAIT_SECONDS", "SPIN_SECONDS", "WriteLock"]
 
-_SPIN = 0.0005  # seconds: a verification's write transaction lasts 0.1-0.3 ms
+SPIN_SECONDS = 0.0005  # a waiter first spins this long: a verification's write lasts 0.1-0.3 ms
 _FIRST_WAIT = 0.00005
-_LONGEST_WAIT = 0.001
+LONGEST_WAIT_SECONDS = 0.001  # then sleeps, longer each time, up to this
 
 
 class WriteLock:
@@ -142,7 +142,7 @@ class WriteLock:
         # usual wait, taken over the moment it is released: a sleep, even of 20 µs, lasts 60 µs
         # or more with the kernel's timer slack), then asleep, a little longer each time, up to
         # 1 ms (where SQLite's busy handler starts).
-        spin_until = time.monotonic() + _SPIN
+        spin_until = time.monotonic() + SPIN_SECONDS
         wait = _FIRST_WAIT
         while True:
             try:
@@ -156,4 +156,4 @@ class WriteLock:
                 os.sched_yield()
                 continue
             time.sleep(wait)
-            wait = min(wait * 2, _LONGEST_WAIT)
+            wait = min(wait * 2, LONGEST_WAIT_SECONDS)
