@@ -233,7 +233,7 @@ class Sparekey:
     def open(cls, settings: Settings, *, clock: Clock | None = None) -> Sparekey:
         """Connect to an initialized deployment (see :func:`initialize`)."""
         clock = clock or SystemClock()
-        db = Database(settings.resolved_database_url)
+        db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
         try:
             _require_usable(db.schema_status())
             keyring = Keyring(
@@ -533,7 +533,7 @@ def initialize(settings: Settings, *, clock: Clock | None = None) -> InitResult:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
     _write_config(settings)
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
     try:
         status = db.schema_status()
         fresh_schema = status.revision is None
@@ -572,7 +572,7 @@ def migrate_schema(settings: Settings, *, contract: bool = False) -> SchemaUpgra
     """``sparekey migrate``: apply the pending expand migrations (with ``contract``, every pending
     migration), whatever ``auto_migrate`` says. A database migrated by newer code is left as it
     is, if it still supports this code."""
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
     try:
         status = db.schema_status()
         _require_usable(status, migrating=True)

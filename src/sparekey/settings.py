@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     throttle_base_delay_seconds: float = Field(default=1.0, gt=0, le=60)
     throttle_max_delay_seconds: float = Field(default=900.0, ge=1, le=86_400)
     throttle_suspend_after: int = Field(default=100, ge=10, le=100, description="NIST: at most 100")
+    sqlite_cache_mb: int = Field(
+        default=1024,
+        ge=2,
+        le=1_048_576,
+        description="SQLite's page cache, bounding every connection of the process together",
+    )
     redis_url: str = Field(default="", description="shares request limits between nodes")
     rate_limit_key_requests: int = Field(default=10_000, ge=0, description="0: no limit")
     rate_limit_key_seconds: float = Field(default=1.0, gt=0)

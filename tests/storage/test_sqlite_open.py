@@ -7,9 +7,11 @@ import threading
 import time
 from pathlib import Path
 
+from sparekey.runtime import Sparekey, initialize
+from sparekey.settings import load_settings
 from sparekey.storage.database import (
     SQLITE_AUTOCHECKPOINT_PAGES,
-    SQLITE_CACHE_KIB,
+    SQLITE_CACHE_MB,
     Checkpointer,
     Database,
 )
@@ -51,13 +53,29 @@ def test_connections_have_a_large_cache_and_leave_checkpoints_to_the_checkpointe
     db = Database(f"sqlite:///{tmp_path / 'settings.db'}")
     try:
         with db.read() as conn:
-            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_MB * 1024
+            limit = conn.exec_driver_sql("PRAGMA soft_heap_limit").scalar()
+            assert limit == SQLITE_CACHE_MB * 1024 * 1024
             assert (
                 conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
                 == SQLITE_AUTOCHECKPOINT_PAGES
             )
     finally:
         db.dispose()
+
+
+def test_the_cache_budget_is_a_setting_that_bounds_the_whole_process(tmp_path: Path) -> None:
+    """Each connection may use the whole budget; SQLite's soft heap limit holds them together."""
+    settings = load_settings(tmp_path, sqlite_cache_mb=48)
+    initialize(settings)
+    app = Sparekey.open(settings)
+    try:
+        with app.db.read() as conn, app.db.read() as other:
+            for connection in (conn, other):
+                assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -48 * 1024
+            assert conn.exec_driver_sql("PRAGMA soft_heap_limit").scalar() == 48 * 1024 * 1024
+    finally:
+        app.close()
 
 
 def test_the_checkpointer_copies_the_log_into_the_file_in_the_background(

@@ -96,7 +96,7 @@ def backup_restore(file: BackupFile, data_dir: DataDir = None) -> None:
     """
     settings = load_settings(data_dir)
     _require_kek(settings, "restore")
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
     try:
         with _progress() as progress:
             manifest = restore_backup(

@@ -141,7 +141,7 @@ def migrate(
     """
     settings = load_settings(data_dir)
     if dry_run:
-        db = Database(settings.resolved_database_url)
+        db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
         try:
             status = db.schema_status()
         finally:

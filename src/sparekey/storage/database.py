@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_CACHE_MB = 1024  # SQLite's page caches of one process together, at most (soft)
 COMPAT_SINCE = "0014"
 """The first revision whose database records the oldest code it supports (and the first whose
 migrations declare their kind). Earlier migrations were all applied on start, as expand ones are."""
@@ -222,7 +223,14 @@ class SchemaUpgrade:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 20, migrations: Path = MIGRATIONS) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        migrations: Path = MIGRATIONS,
+        sqlite_cache_mb: int = SQLITE_CACHE_MB,
+    ) -> None:
         self.url = make_url(url)
         self.migrations = migrations
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
@@ -235,7 +243,9 @@ class Database:
                 )
             # Last in, first out: the connection used last has the warmest page cache;
             # verification on SQLite runs one request at a time in the event loop, so it keeps
-            # to one connection instead of cycling through twenty cold ones.
+            # to one connection instead of cycling through twenty cold ones. The cache may grow
+            # to the whole budget on one connection; SQLite's soft heap limit (process-wide)
+            # holds all of them together to about that much.
             self.engine: Engine = create_engine(
                 self.url,
                 pool_size=pool_size,
@@ -243,7 +253,9 @@ class Database:
                 pool_pre_ping=False,
                 pool_use_lifo=True,
             )
-            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(
+                self.engine, "connect", functools.partial(_sqlite_on_connect, sqlite_cache_mb)
+            )
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20)
@@ -506,7 +518,7 @@ def _check_liveness(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: A
         raise DisconnectionError("connection failed a liveness check") from exc
 
 
-def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+def _sqlite_on_connect(cache_mb: int, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     # Take transaction control from the driver so BEGIN is ours (see _sqlite_on_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -515,15 +527,17 @@ def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     # SQLite's default page cache, 2 MB a connection, holds a 1,000-user database but a sliver of
-    # a 1,000,000-user one. The cache grows only as pages are read, and the pool hands out the
-    # warmest connection first (pool_use_lifo), so verification keeps to one large cache.
-    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    # a 1,000,000-user one, whose verifications read about 420 MB of it (decision 0023). The
+    # cache grows only as pages are read, and the pool hands out the warmest connection first
+    # (pool_use_lifo), so verification keeps to one large cache. Past the soft heap limit, set
+    # for the whole process, connections reuse their own pages instead of taking more memory.
+    cursor.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
+    cursor.execute(f"PRAGMA soft_heap_limit={cache_mb * 1024 * 1024}")
     cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
     cursor.close()
 
 
 SQLITE_BUSY_MS = 10_000
-SQLITE_CACHE_KIB = 65_536  # at most, per connection that reads that much
 # A backstop (SQLite's default is 1,000 pages): serve's Checkpointer keeps the log far shorter.
 SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 
