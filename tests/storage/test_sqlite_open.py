@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from sparekey.runtime import Sparekey, initialize
-from sparekey.settings import load_settings
+from sparekey.settings import Settings, load_settings
 from sparekey.storage.database import (
     SQLITE_AUTOCHECKPOINT_PAGES,
     SQLITE_CACHE_MB,
@@ -65,7 +65,9 @@ def test_connections_have_a_large_cache_and_leave_checkpoints_to_the_checkpointe
 
 
 def test_the_cache_budget_is_a_setting_that_bounds_the_whole_process(tmp_path: Path) -> None:
-    """Each connection may use the whole budget; SQLite's soft heap limit holds them together."""
+    """Each connection may use the whole budget; SQLite's soft heap limit holds them together.
+    The setting's default is the one a Database opened without settings uses."""
+    assert Settings.model_fields["sqlite_cache_mb"].default == SQLITE_CACHE_MB
     settings = load_settings(tmp_path, sqlite_cache_mb=48)
     initialize(settings)
     app = Sparekey.open(settings)
