@@ -233,7 +233,7 @@ class Sparekey:
     def open(cls, settings: Settings, *, clock: Clock | None = None) -> Sparekey:
         """Connect to an initialized deployment (see :func:`initialize`)."""
         clock = clock or SystemClock()
-        db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
+        db = open_database(settings)
         try:
             _require_usable(db.schema_status())
             keyring = Keyring(
@@ -456,6 +456,11 @@ def _pkcs11_class() -> type[Pkcs11KeyProvider]:
     return Pkcs11KeyProvider
 
 
+def open_database(settings: Settings) -> Database:
+    """The deployment's database, as ``settings`` configure it."""
+    return Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
+
+
 def kek_resolver(settings: Settings) -> KekResolver:
     """Opens the KEK a stored data key names, with the access these settings give: any key in
     the key file, any key in a reachable PKCS#11 token, any KMS key the credentials may use."""
@@ -533,7 +538,7 @@ def initialize(settings: Settings, *, clock: Clock | None = None) -> InitResult:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
     _write_config(settings)
-    db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
+    db = open_database(settings)
     try:
         status = db.schema_status()
         fresh_schema = status.revision is None
@@ -572,7 +577,7 @@ def migrate_schema(settings: Settings, *, contract: bool = False) -> SchemaUpgra
     """``sparekey migrate``: apply the pending expand migrations (with ``contract``, every pending
     migration), whatever ``auto_migrate`` says. A database migrated by newer code is left as it
     is, if it still supports this code."""
-    db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
+    db = open_database(settings)
     try:
         status = db.schema_status()
         _require_usable(status, migrating=True)

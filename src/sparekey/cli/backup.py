@@ -25,7 +25,7 @@ from rich.progress import Progress as ProgressBar
 
 from sparekey.cli.common import OPERATOR, DataDir, friendly_errors, open_sparekey
 from sparekey.domain.ports import SystemClock
-from sparekey.runtime import kek_resolver
+from sparekey.runtime import kek_resolver, open_database
 from sparekey.services.backup import (
     Manifest,
     Progress,
@@ -35,7 +35,6 @@ from sparekey.services.backup import (
     verify_backup,
 )
 from sparekey.settings import Settings, SettingsError, load_settings
-from sparekey.storage.database import Database
 
 __all__ = ["backup_app"]
 
@@ -96,7 +95,7 @@ def backup_restore(file: BackupFile, data_dir: DataDir = None) -> None:
     """
     settings = load_settings(data_dir)
     _require_kek(settings, "restore")
-    db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
+    db = open_database(settings)
     try:
         with _progress() as progress:
             manifest = restore_backup(

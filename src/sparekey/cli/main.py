@@ -26,10 +26,10 @@ from sparekey.cli.keys import keys_app
 from sparekey.cli.readiness import readiness
 from sparekey.cli.recovery import admin_app, recovery_app
 from sparekey.domain.models import AuditRecord, Scope
-from sparekey.runtime import InitResult, Sparekey, initialize, migrate_schema
+from sparekey.runtime import InitResult, Sparekey, initialize, migrate_schema, open_database
 from sparekey.services.audit import Sealer
 from sparekey.settings import Settings, load_settings
-from sparekey.storage.database import Checkpointer, Database
+from sparekey.storage.database import Checkpointer
 
 app = typer.Typer(
     help="Sparekey: two-factor authentication with backup and recovery built in.",
@@ -141,7 +141,7 @@ def migrate(
     """
     settings = load_settings(data_dir)
     if dry_run:
-        db = Database(settings.resolved_database_url, sqlite_cache_mb=settings.sqlite_cache_mb)
+        db = open_database(settings)
         try:
             status = db.schema_status()
         finally:
