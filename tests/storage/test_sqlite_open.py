@@ -121,3 +121,60 @@ def test_the_pool_hands_out_the_connection_used_last(tmp_path: Path) -> None:
         assert seen == {ids[-1]}, "the last one returned is the one reused"
     finally:
         db.dispose()
+
+
+def test_the_serving_thread_keeps_one_connection_whatever_other_threads_do(
+    tmp_path: Path,
+) -> None:
+    """SQLite empties a connection's page cache when it sees another connection's commit; the
+    serving loop's thread therefore gets a pool of its own (Database.serve_from_this_thread)."""
+    db = Database(f"sqlite:///{tmp_path / 'own.db'}")
+    with db.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+
+    def used_here() -> set[int]:
+        seen = set()
+        with db.unit() as unit:
+            seen.add(id(unit._connection.dbapi_connection))
+        with db.write() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            seen.add(id(conn.connection.dbapi_connection))
+        with db.read() as conn:
+            seen.add(id(conn.connection.dbapi_connection))
+        return seen
+
+    def another_thread_meanwhile() -> set[int]:
+        """Another thread (the checkpointer, a worker) holds a connection while this thread
+        works, then commits: the shared pool's most recently returned connection."""
+        holding, done = threading.Event(), threading.Event()
+        theirs: set[int] = set()
+
+        def other() -> None:
+            with db.read() as conn:
+                theirs.add(id(conn.connection.dbapi_connection))
+                holding.set()
+                done.wait(timeout=10)
+            with db.write() as conn:
+                theirs.add(id(conn.connection.dbapi_connection))
+                conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        holding.wait(timeout=10)
+        mine = used_here()
+        done.set()
+        thread.join(timeout=10)
+        return mine | used_here() | {-id(c) for c in theirs}  # theirs negated, told apart
+
+    try:
+        shared = another_thread_meanwhile()
+        assert len({c for c in shared if c > 0}) > 1, "from the shared pool it changes hands"
+        db.serve_from_this_thread()
+        own = another_thread_meanwhile() | another_thread_meanwhile()
+        mine = {c for c in own if c > 0}
+        assert len(mine) == 1, "the serving thread keeps to one connection"
+        assert not mine & {-c for c in own if c < 0}, "which no other thread is given"
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 3 * 3
+    finally:
+        db.dispose()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,6 +42,7 @@ from sparekey.api.routers import (
     verify,
     webauthn,
 )
+from sparekey.api.sealing import LoopSealer
 from sparekey.domain.errors import SparekeyError
 from sparekey.runtime import Sparekey
 from sparekey.web import install_web, is_web_path, web_error_response
@@ -115,12 +119,36 @@ class SparekeyAPI(FastAPI):
         raise exc  # unreachable: a handler for Exception is always installed
 
 
-def create_app(app: Sparekey, *, metrics: Metrics | None = None) -> FastAPI:
+def create_app(
+    app: Sparekey, *, metrics: Metrics | None = None, seal_interval: float | None = None
+) -> FastAPI:
+    """The HTTP application over ``app``. With ``seal_interval`` (``sparekey serve``) on SQLite,
+    the audit log is sealed on the serving event loop every that many seconds, and once more
+    when the application shuts down (:mod:`sparekey.api.sealing`); PostgreSQL deployments seal
+    in a thread (:class:`~sparekey.services.audit.Sealer`) instead."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        app.db.serve_from_this_thread()  # before the first request, on the loop's thread
+        if seal_interval is None or not app.db.is_sqlite:
+            yield
+            return
+        sealer = LoopSealer(app.audit, app.db.write_lock, interval=seal_interval)
+        task = asyncio.create_task(sealer.run(), name="audit-sealer")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await sealer.round()  # what came in since the last round
+
     api = SparekeyAPI(
         title="Sparekey",
         version=sparekey.__version__,
         summary="Two-factor authentication with backup and recovery built in.",
         responses=_ERROR_RESPONSES,
+        lifespan=lifespan,
     )
     api.state.sparekey = app
     api.state.metrics = metrics = metrics or Metrics(app)

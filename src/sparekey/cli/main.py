@@ -89,8 +89,11 @@ def serve(
     settings = load_settings(data_dir, host=host, port=port)
     _announce(initialize(settings), settings)
     sparekey = Sparekey.open(settings)
-    sealer = Sealer(sparekey.audit, interval=settings.audit_seal_interval_seconds)
-    sealer.start()
+    interval = settings.audit_seal_interval_seconds
+    # SQLite seals on the serving loop (see sparekey.api.sealing); PostgreSQL in a thread.
+    sealer = None if sparekey.db.is_sqlite else Sealer(sparekey.audit, interval=interval)
+    if sealer is not None:
+        sealer.start()
     checkpointer = Checkpointer(sparekey.db)
     checkpointer.start()
     delivery = sparekey.delivery if settings.run_worker and sparekey.delivery.enabled else None
@@ -100,7 +103,7 @@ def serve(
     typer.echo(f"Sparekey is serving on {url}  (API docs: {url}/docs)", err=True)
     try:
         uvicorn.run(
-            create_app(sparekey),
+            create_app(sparekey, seal_interval=interval),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
@@ -113,7 +116,8 @@ def serve(
     finally:
         if delivery is not None:
             delivery.stop()
-        sealer.stop()
+        if sealer is not None:
+            sealer.stop()
         checkpointer.stop()
         sparekey.close()
 
