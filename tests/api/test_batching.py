@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -42,15 +42,6 @@ def enroll_hotp(sparekey: Sparekey, user_id: str, *, new_user: bool = True) -> s
     secret = b32encode(enrollment.secret)
     sparekey.factors.confirm(user_id, enrollment.factor.id, code=hotp_code(secret, 0))
     return secret
-
-
-@pytest.fixture
-def other_process(sparekey: Sparekey) -> Iterator[WriteLock]:
-    """The write lock as another process on the same file sees it."""
-    assert sparekey.db.write_lock is not None
-    other = WriteLock(sparekey.db.write_lock.path, timeout=sparekey.db.write_lock.timeout)
-    yield other
-    other.close()
 
 
 class Batches:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,14 +25,6 @@ pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def other_process(sparekey: Sparekey) -> Iterator[WriteLock]:
-    assert sparekey.db.write_lock is not None
-    other = WriteLock(sparekey.db.write_lock.path, timeout=sparekey.db.write_lock.timeout)
-    yield other
-    other.close()
 
 
 def unsealed(sparekey: Sparekey) -> int:
