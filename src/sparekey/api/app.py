@@ -122,10 +122,12 @@ class SparekeyAPI(FastAPI):
 def create_app(
     app: Sparekey, *, metrics: Metrics | None = None, seal_interval: float | None = None
 ) -> FastAPI:
-    """The HTTP application over ``app``. With ``seal_interval`` (``sparekey serve``) on SQLite,
-    the audit log is sealed on the serving event loop every that many seconds, and once more
-    when the application shuts down (:mod:`sparekey.api.sealing`); PostgreSQL deployments seal
-    in a thread (:class:`~sparekey.services.audit.Sealer`) instead."""
+    """The HTTP application over ``app``. On SQLite its event loop's thread gets connections of
+    its own when it starts (:meth:`~sparekey.storage.database.Database.serve_from_this_thread`).
+    With ``seal_interval`` (``sparekey serve``) on SQLite, the audit log is sealed on that loop
+    every that many seconds, and once more when the application shuts down
+    (:mod:`sparekey.api.sealing`); PostgreSQL deployments seal in a thread
+    (:class:`~sparekey.services.audit.Sealer`) instead."""
 
     @contextlib.asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
