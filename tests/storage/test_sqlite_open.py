@@ -3,9 +3,12 @@ moment (nodes starting together, migrators racing) all get WAL mode; connections
 cache and the warmest is handed out first; the write-ahead log is checkpointed in the
 background."""
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from sparekey.runtime import Sparekey, initialize
 from sparekey.settings import Settings, load_settings
@@ -14,6 +17,7 @@ from sparekey.storage.database import (
     SQLITE_CACHE_MB,
     Checkpointer,
     Database,
+    WalState,
 )
 
 OPENERS = 6
@@ -103,6 +107,79 @@ def test_the_checkpointer_copies_the_log_into_the_file_in_the_background(
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 50
     finally:
         checkpointer.stop()
+        db.dispose()
+
+
+def test_a_round_brings_a_busy_log_to_its_end_so_that_it_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy server commits land while the checkpointer copies, so its unlocked passes never
+    reach the log's end; only the last pass, holding the write lock, lets the log start over.
+
+    A pass copies no further than what the oldest open read sees, so a read begun just before a
+    commit stands in for that commit landing during the pass."""
+    path = tmp_path / "busy.db"
+    db = Database(f"sqlite:///{path}")
+    reader = sqlite3.connect(path, isolation_level=None)
+
+    def commit_one() -> None:
+        with db.write() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (randomblob(6000))")
+
+    def read_then_commit() -> None:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+        commit_one()
+
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+        for _ in range(400):  # each commit spans a few pages: some 1,200 frames in the log
+            commit_one()
+        read_then_commit()
+        synced = db.sync_file
+        passes = []
+
+        def after_a_pass() -> None:
+            synced()
+            reader.execute("COMMIT")
+            passes.append(True)
+            if len(passes) < 2:
+                read_then_commit()
+
+        monkeypatch.setattr(db, "sync_file", after_a_pass)
+        Checkpointer(db).round()
+        assert len(passes) == 2
+        commit_one()
+        state = db.checkpoint()
+        assert state is not None
+        assert state.log_frames < 10, f"the log started over ({state.log_frames} frames)"
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 403
+    finally:
+        reader.close()
+        db.dispose()
+
+
+def test_a_round_leaves_a_short_log_to_the_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle or lightly used server's rounds never take the write lock from its writers."""
+    db = Database(f"sqlite:///{tmp_path / 'quiet.db'}")
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+        held = []
+        checkpoint = db.checkpoint
+
+        def noting(*, hold_writers: bool = False) -> WalState | None:
+            held.append(hold_writers)
+            return checkpoint(hold_writers=hold_writers)
+
+        monkeypatch.setattr(db, "checkpoint", noting)
+        Checkpointer(db).round()
+        assert held == [False, False]
+    finally:
         db.dispose()
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -442,13 +443,45 @@ class Database:
         except CommandError as exc:
             raise SchemaError(f"cannot migrate the database to {to}: {exc}") from None
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, hold_writers: bool = False) -> WalState | None:
         """Copy what the SQLite write-ahead log holds back into the database file, without
-        waiting for readers or writers (``PASSIVE``); nothing to do on PostgreSQL."""
+        waiting for readers or writers (``PASSIVE``); None on PostgreSQL, which has no such log.
+
+        With ``hold_writers`` the copy runs while this process holds :attr:`write_lock`: no
+        commit can land meanwhile, so the log is copied to its end and the next writer starts it
+        over (None if the lock could not be had). A copy that commits keep overtaking never gets
+        there, and the log grows until a committing connection copies it itself, inside its
+        commit, syncing every page copied since the file was last synced.
+        """
         if not self.is_sqlite:
-            return
+            return None
         with self.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").all()
+            lock = self.write_lock if hold_writers else None
+            if lock is not None and not lock.acquire():
+                return None
+            try:
+                row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            finally:
+                if lock is not None:
+                    lock.release()
+        return WalState(log_frames=int(row[1]), checkpointed_frames=int(row[2]))
+
+    def sync_file(self) -> None:
+        """Flush the database file's written pages to the disk (``fdatasync``).
+
+        A ``PASSIVE`` checkpoint that commits overtook leaves the pages it copied unsynced: they
+        are still in the log, so nothing is at risk, but the checkpoint that finally reaches the
+        log's end must sync them all, and that one may run while writers wait. Syncing after
+        each copy keeps that last sync down to the pages copied since.
+        """
+        name = self.url.database
+        if not self.is_sqlite or not name or name == ":memory:":
+            return
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -456,6 +489,15 @@ class Database:
             self._loop_engine.dispose()
         if self.write_lock is not None:
             self.write_lock.close()
+
+
+@dataclass(frozen=True)
+class WalState:
+    """What a checkpoint found: the frames in SQLite's write-ahead log, and how many of them are
+    now copied into the database file."""
+
+    log_frames: int
+    checkpointed_frames: int
 
 
 class Checkpointer:
@@ -467,11 +509,22 @@ class Checkpointer:
     are scattered and the sync is slow. Connections still checkpoint by themselves past
     :data:`SQLITE_AUTOCHECKPOINT_PAGES`, in processes that run no checkpointer or if it falls
     behind.
+
+    Under steady writes a copy made beside them never reaches the log's end, so the log never
+    starts over and grows to that threshold. A :meth:`round` therefore copies and syncs twice
+    while writers go on (each pass shorter than the one before, as it only has what the last one
+    left), then, if the log has grown past ``hold_writers_past`` frames, copies the short rest
+    while holding the write lock. A serving loop does not wait for it: its verifications read
+    and check meanwhile, and their writes commit together once it is free (see
+    :mod:`sparekey.api.batching`).
     """
 
-    def __init__(self, db: Database, *, interval: float = 1.0) -> None:
+    def __init__(
+        self, db: Database, *, interval: float = 1.0, hold_writers_past: int = 1_000
+    ) -> None:
         self._db = db
         self._interval = interval
+        self._hold_writers_past = hold_writers_past
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
 
@@ -484,12 +537,27 @@ class Checkpointer:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
 
+    def round(self) -> None:
+        """Copy the log into the file; if it is long, bring it to its end (see the class)."""
+        state = None
+        for _ in range(_UNLOCKED_PASSES):
+            state = self._db.checkpoint()
+            if state is None or state.log_frames <= 0:
+                return  # PostgreSQL, or nothing written since the log last started over
+            if state.checkpointed_frames > 0:
+                self._db.sync_file()
+        if state is not None and state.log_frames >= self._hold_writers_past:
+            self._db.checkpoint(hold_writers=True)
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self._db.checkpoint()
+                self.round()
             except Exception:  # the next round retries; connections checkpoint past the backstop
                 log.exception("checkpointing the database failed")
+
+
+_UNLOCKED_PASSES = 2
 
 
 def _revision(conn: Connection) -> str | None:
