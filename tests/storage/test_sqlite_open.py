@@ -4,6 +4,8 @@ cache and the warmest is handed out first; the write-ahead log is checkpointed i
 background."""
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -158,6 +160,35 @@ def test_a_round_brings_a_busy_log_to_its_end_so_that_it_starts_over(
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 403
     finally:
         reader.close()
+        db.dispose()
+
+
+def test_syncing_the_file_keeps_sqlites_locks_so_no_other_process_deletes_the_log(
+    tmp_path: Path,
+) -> None:
+    """Closing any descriptor of a file drops the process's POSIX locks on it, SQLite's too: then
+    another process's last connection takes the file as unused and deletes the write-ahead log
+    this process still writes to. The log must outlive the other process's connection."""
+    path = tmp_path / "locks.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        with db.read() as conn:  # the pool keeps this connection open, and its lock held
+            conn.exec_driver_sql("SELECT count(*) FROM t").scalar()
+        for _ in range(2):
+            db.sync_file()
+        other = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('SELECT count(*) FROM t').fetchall(); c.close()"
+        )
+        subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)
+        assert Path(f"{path}-wal").exists(), "another process took the file for unused"
+        with db.write() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+    finally:
         db.dispose()
 
 

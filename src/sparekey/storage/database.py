@@ -475,13 +475,8 @@ class Database:
         each copy keeps that last sync down to the pages copied since.
         """
         name = self.url.database
-        if not self.is_sqlite or not name or name == ":memory:":
-            return
-        fd = os.open(name, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        if self.is_sqlite and name and name != ":memory:":
+            os.fdatasync(_descriptor_kept_open(name))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -558,6 +553,30 @@ class Checkpointer:
 
 
 _UNLOCKED_PASSES = 2
+
+
+_kept_open: dict[tuple[int, int], int] = {}
+_kept_open_lock = threading.Lock()
+
+
+def _descriptor_kept_open(path: str) -> int:
+    """A read-only descriptor of the file at ``path``, opened once and never closed.
+
+    Never closed on purpose: closing any descriptor of a file drops every POSIX lock the process
+    holds on that file, SQLite's included. Another process's last connection could then take
+    the file as unused, checkpoint the log and delete it while this process still writes to it:
+    lost commits (SQLite's "How To Corrupt An SQLite Database File", section 2.2). One descriptor
+    per database file a process checkpoints, until it exits.
+    """
+    status = os.stat(path)
+    key = (status.st_dev, status.st_ino)
+    with _kept_open_lock:
+        fd = _kept_open.get(key)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY)
+            opened = os.fstat(fd)
+            _kept_open[(opened.st_dev, opened.st_ino)] = fd
+        return fd
 
 
 def _revision(conn: Connection) -> str | None:
