@@ -103,7 +103,7 @@ def serve(
     typer.echo(f"Sparekey is serving on {url}  (API docs: {url}/docs)", err=True)
     try:
         uvicorn.run(
-            create_app(sparekey, seal_interval=interval),
+            create_app(sparekey, seal_interval=interval, freeze_startup_objects=True),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
