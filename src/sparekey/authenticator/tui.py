@@ -28,6 +28,7 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets.data_table import CellDoesNotExist
 
 from sparekey.authenticator import core
 from sparekey.authenticator.clipboard import ClipboardError, detect, schedule_clear
@@ -346,8 +347,11 @@ class AuthenticatorApp(App[None]):
             if entry is None:
                 continue
             code, time = self._cells(entry, now)
-            table.update_cell(entry_id, "code", code)
-            table.update_cell(entry_id, "time", time)
+            try:
+                table.update_cell(entry_id, "code", code)
+                table.update_cell(entry_id, "time", time)
+            except CellDoesNotExist:  # a new main screen's table, laid out but not filled yet
+                return
 
     def _cells(self, entry: Entry, now: float) -> tuple[Text, Text]:
         token = entry.token
