@@ -6,11 +6,13 @@ locks belong to an open file, so two opens of one file exclude each other even i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from sparekey.storage.database import Database
 from sparekey.storage.prepared import Prepared, run
 from sparekey.storage.tables import users
 from sparekey.storage.users import user_exists
-from sparekey.storage.writelock import WriteLock
+from sparekey.storage.writelock import LockWaiter, WriteLock
 
 SHORT = 0.05  # seconds: how long a test lets a writer try before it gives up
 STILL_WAITING = 0.3  # seconds: a writer that was not held back would be done long before
@@ -98,6 +100,110 @@ def test_trying_takes_a_free_lock_and_never_waits_for_a_taken_one(lock_path: Pat
     assert second.try_acquire() is True
     assert first.try_acquire() is False
     second.release()
+
+
+def test_a_waiter_takes_the_lock_for_the_loop_once_it_is_free_while_the_loop_turns(
+    lock_path: Path,
+) -> None:
+    """The loop asks and goes on; the waiter, blocked in the kernel meanwhile, takes the lock the
+    moment the other process lets go and hands it to the loop's thread, which then holds it."""
+    lock, other = WriteLock(lock_path, timeout=10.0), WriteLock(lock_path, timeout=SHORT)
+    waiter = LockWaiter(lock)
+
+    async def scenario() -> tuple[int, bool, bool | None]:
+        loop = asyncio.get_running_loop()
+        handed: asyncio.Future[bool] = loop.create_future()
+        waiter.request(loop, handed.set_result)
+        turns = 0
+        while turns < 20:  # the loop is free while the waiter waits
+            await asyncio.sleep(0.005)
+            turns += 1
+        assert not handed.done(), "not while the other process holds it"
+        other.release()
+        taken = await asyncio.wait_for(handed, timeout=10)
+        return turns, taken, lock.try_acquire()
+
+    assert other.acquire()
+    try:
+        turns, taken, again = asyncio.run(scenario())
+        assert turns == 20
+        assert taken, "handed over taken"
+        assert again is None, "the loop's thread holds it: nothing more to take"
+        assert other.try_acquire() is False, "held for the loop until it lets go"
+        lock.release()
+        assert other.try_acquire() is True
+        other.release()
+    finally:
+        waiter.close()
+        lock.close()
+        other.close()
+
+
+def test_a_write_on_the_loops_thread_does_not_wait_for_a_lock_taken_on_its_behalf(
+    lock_path: Path,
+) -> None:
+    """Between the waiter taking the lock for the loop and the loop running its callback, the
+    loop's thread may write (a backup code, say) and wait for the lock itself: it sees the lock
+    is already held for it and goes on, instead of waiting out the timeout for itself."""
+    lock, other = WriteLock(lock_path, timeout=10.0), WriteLock(lock_path, timeout=SHORT)
+    waiter = LockWaiter(lock)
+
+    async def scenario() -> tuple[bool, float, list[bool]]:
+        loop = asyncio.get_running_loop()
+        handed: list[bool] = []
+        waiter.request(loop, handed.append)
+        while not lock._threads.locked():  # the waiter is in line (in flock), ahead of the loop
+            await asyncio.sleep(0.001)
+        release = threading.Timer(0.05, other.release)
+        release.start()
+        began = time.monotonic()
+        took = lock.acquire()  # blocks the loop, as a plain write on its thread does
+        waited = time.monotonic() - began
+        release.join()
+        assert handed == [], "the callback has not run: the loop was blocked"
+        await asyncio.sleep(0.01)
+        return took, waited, handed
+
+    assert other.acquire()
+    try:
+        took, waited, handed = asyncio.run(scenario())
+        assert took is False, "held already (for this thread): not taken twice, not released"
+        assert waited < 5.0, f"waited {waited:.1f} s for a lock held on its behalf"
+        assert handed == [True]
+        lock.release()
+        assert other.try_acquire() is True
+        other.release()
+    finally:
+        waiter.close()
+        lock.close()
+        other.close()
+
+
+def test_a_closed_waiter_stops_its_thread(lock_path: Path) -> None:
+    lock = WriteLock(lock_path, timeout=SHORT)
+    waiter = LockWaiter(lock)
+
+    async def once() -> bool:
+        loop = asyncio.get_running_loop()
+        handed: asyncio.Future[bool] = loop.create_future()
+        waiter.request(loop, handed.set_result)
+        return await asyncio.wait_for(handed, timeout=10)
+
+    assert asyncio.run(once()), "a free lock is handed over at once"
+    lock.release()
+    threads = [t for t in threading.enumerate() if t.name == "sparekey-write-lock-waiter"]
+    assert threads
+    waiter.close()
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(RuntimeError):
+            waiter.request(loop, lambda taken: None)
+    finally:
+        loop.close()
+    lock.close()
 
 
 def test_a_lock_file_that_cannot_be_opened_leaves_writers_to_sqlite(tmp_path: Path) -> None:

@@ -149,6 +149,7 @@ def create_app(
             async with _sealing(app, seal_interval):
                 yield
         finally:
+            api.state.verify_batcher.close()
             if freeze_startup_objects:
                 gc.unfreeze()
 

@@ -10,22 +10,21 @@ free the whole batch is written in one transaction (one commit, one turn of the 
 by :meth:`~sparekey.services.verification.VerificationService.settle`, which keeps each attempt's
 outcome its own. Whoever asks while a batch is forming joins it, so answers keep their order.
 
-The batch waits for the lock the way :class:`~sparekey.storage.writelock.WriteLock` does: tried on
-every turn of the loop at first (yielding the CPU between tries), for about one write's length,
-then every millisecond; past the lock's timeout it is written anyway, on SQLite's own busy
-timeout. PostgreSQL has no such lock and never comes here.
+The batch waits for the lock on a thread of its own
+(:class:`~sparekey.storage.writelock.LockWaiter`), blocked in the kernel until the holder lets go,
+which takes the lock for the loop and hands it over; the loop meanwhile serves everyone else. Past
+the lock's timeout the batch is written anyway, on SQLite's own busy timeout. PostgreSQL has no
+such lock and never comes here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sparekey.domain.models import Caller, VerifyResult
 from sparekey.services.verification import OtpAttempt, VerificationService
-from sparekey.storage.writelock import LONGEST_WAIT_SECONDS, SPIN_SECONDS, WriteLock
+from sparekey.storage.writelock import LockWaiter, WriteLock
 
 __all__ = ["VerifyBatcher"]
 
@@ -38,16 +37,14 @@ class VerifyBatcher:
         self,
         verification: VerificationService,
         lock: WriteLock | None,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._verification = verification
         self._lock = lock
-        self._monotonic = monotonic
+        self._waiter = LockWaiter(lock) if lock is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[tuple[OtpAttempt, asyncio.Future[VerifyResult]]] = []
-        self._scheduled = False
-        self._waiting_since = 0.0
+        self._asked = False  # the waiter is taking the lock for the loop
+        self._deadline: asyncio.TimerHandle | None = None
 
     @property
     def pending(self) -> int:
@@ -59,7 +56,7 @@ class VerifyBatcher:
         if self._loop is None:
             self._loop = loop
         verification = self._verification
-        if self._lock is None or loop is not self._loop:
+        if self._lock is None or self._waiter is None or loop is not self._loop:
             return verification.verify(user_id, code, caller=caller)
         # While a batch waits for the lock, a new attempt joins it: answers keep their order.
         outcome = verification.verify_or_defer(
@@ -69,46 +66,42 @@ class VerifyBatcher:
             return outcome
         future: asyncio.Future[VerifyResult] = loop.create_future()
         if not self._pending:
-            self._waiting_since = self._monotonic()
+            self._deadline = loop.call_later(self._lock.timeout, self._write, False)
         self._pending.append((outcome, future))
-        self._schedule(loop, 0.0)
+        if not self._asked:
+            self._asked = True
+            self._waiter.request(loop, self._handed_over)
         return await future
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        if self._scheduled:
-            return
-        self._scheduled = True
-        if delay:
-            loop.call_later(delay, self._flush)
-        else:
-            loop.call_soon(self._flush)
+    def close(self) -> None:
+        """Stop the thread that waits for the lock (at shutdown)."""
+        if self._waiter is not None:
+            self._waiter.close()
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        lock, loop = self._lock, self._loop
-        if not self._pending or lock is None or loop is None:
-            return
-        waited = self._monotonic() - self._waiting_since
-        taken = lock.try_acquire()
-        if taken is False and waited < lock.timeout:
-            if waited < SPIN_SECONDS:  # tried on every turn of the loop, as WriteLock spins
-                os.sched_yield()  # let the holder (or the client) have this CPU first
-                self._schedule(loop, 0.0)
-            else:
-                self._schedule(loop, LONGEST_WAIT_SECONDS)
-            return
+    def _handed_over(self, taken: bool) -> None:
+        """The waiter took the lock for the loop (if ``taken``): write the batch, let go."""
+        self._asked = False
+        self._write(taken)
+
+    def _write(self, taken: bool) -> None:
+        """Write the batch: holding the lock, or (past its timeout) on SQLite's own."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         batch, self._pending = self._pending, []
         try:
-            results: Sequence[VerifyResult | BaseException] = self._verification.settle(
-                [attempt for attempt, _ in batch]
-            )
+            if batch:
+                results: Sequence[VerifyResult | BaseException] = self._verification.settle(
+                    [attempt for attempt, _ in batch]
+                )
         except BaseException as exc:  # an interrupt: no request may be left waiting
             results = [exc] * len(batch)
             raise
         finally:
-            if taken:
-                lock.release()
-            _answer(batch, results)
+            if taken and self._lock is not None:
+                self._lock.release()
+            if batch:
+                _answer(batch, results)
 
 
 def _answer(

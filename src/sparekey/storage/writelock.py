@@ -11,6 +11,11 @@ the database queues processes. A waiting writer is woken as soon as the lock is 
 of after a sleep, so SQLite's own lock is then free and the busy handler never runs. The kernel
 releases ``flock`` when a process dies, so a crash inside a transaction leaves nothing held.
 
+An event loop must not block on the lock, so it does not wait for it on its own thread:
+:class:`LockWaiter` waits on a thread of its own, blocked in ``flock`` itself (taking no CPU, woken
+by the kernel the moment the holder lets go), takes the lock *for* the loop's thread and hands it
+over with a callback on the loop.
+
 It is an optimisation, never needed for correctness: SQLite's lock still serializes writers, and a
 writer that does not take this lock (another tool, an older Sparekey) still waits on the busy
 timeout as before. Waiting for the lock is bounded by the same timeout; past it the writer goes on
@@ -20,19 +25,21 @@ to ``BEGIN IMMEDIATE`` and SQLite's own busy timeout decides. A thread that alre
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LONGEST_WAIT_SECONDS", "SPIN_SECONDS", "WriteLock"]
+__all__ = ["LONGEST_WAIT_SECONDS", "SPIN_SECONDS", "LockWaiter", "WriteLock"]
 
 SPIN_SECONDS = 0.0005  # a waiter first spins this long: a verification's write lasts 0.1-0.3 ms
 _FIRST_WAIT = 0.00005
 LONGEST_WAIT_SECONDS = 0.001  # then sleeps, longer each time, up to this
+_HANDOVER_CHECK_SECONDS = 0.001  # how often a thread waiting in-process sees a lock taken for it
 
 
 class WriteLock:
@@ -55,8 +62,11 @@ class WriteLock:
         if self._owner == me or not self._usable():
             return False
         deadline = time.monotonic() + self._timeout
-        if not self._threads.acquire(timeout=self._timeout):
-            return False
+        while not self._threads.acquire(timeout=_HANDOVER_CHECK_SECONDS):
+            if self._owner == me:  # a LockWaiter took it for this thread: held already
+                return False
+            if time.monotonic() >= deadline:
+                return False
         try:
             taken = self._take_file(deadline)
         except BaseException:
@@ -66,6 +76,24 @@ class WriteLock:
             self._threads.release()
             return False
         self._owner = me
+        return True
+
+    def acquire_for(self, owner: int) -> bool:
+        """Take the lock for thread ``owner``, which then holds it (and releases it), waiting for
+        as long as another holder keeps it: blocked in ``flock``, so that the waiting costs no
+        CPU and ends the moment the holder lets go. True once taken; False if there is no lock
+        file (writers go without it). Meanwhile :meth:`acquire` on ``owner``'s thread returns
+        False (held already) as soon as the lock is taken for it, so the owner never waits for a
+        lock taken on its own behalf."""
+        if not self._usable():
+            return False
+        self._threads.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+        self._owner = owner
         return True
 
     @property
@@ -96,7 +124,8 @@ class WriteLock:
     def release(self) -> None:
         self._owner = None
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if self._fd >= 0:  # closed meanwhile (shutdown): closing let go of the lock
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._threads.release()
 
@@ -157,3 +186,53 @@ class WriteLock:
                 continue
             time.sleep(wait)
             wait = min(wait * 2, LONGEST_WAIT_SECONDS)
+
+
+class LockWaiter:
+    """Waits for a :class:`WriteLock` on a thread of its own, for an event loop.
+
+    :meth:`request` asks for the lock for the calling thread (the loop's) and returns at once;
+    the waiting thread takes it with :meth:`WriteLock.acquire_for` and calls ``callback(taken)``
+    on the loop. The callback then holds the lock if ``taken`` and must release it. One request
+    at a time: ask again only after the callback has run.
+    """
+
+    def __init__(self, lock: WriteLock) -> None:
+        self._lock = lock
+        self._wanted = threading.Event()
+        self._request: tuple[asyncio.AbstractEventLoop, int, Callable[[bool], None]] | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def request(self, loop: asyncio.AbstractEventLoop, callback: Callable[[bool], None]) -> None:
+        if self._closed:
+            raise RuntimeError("the lock waiter is closed")
+        self._request = (loop, threading.get_ident(), callback)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="sparekey-write-lock-waiter", daemon=True
+            )
+            self._thread.start()
+        self._wanted.set()
+
+    def close(self) -> None:
+        """Stop the waiting thread once it is idle (a request in progress still completes)."""
+        self._closed = True
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            request, self._request = self._request, None
+            if request is None:
+                if self._closed:
+                    return
+                continue
+            loop, owner, callback = request
+            taken = self._lock.acquire_for(owner)
+            try:
+                loop.call_soon_threadsafe(callback, taken)
+            except RuntimeError:  # the loop has closed: nobody to hand the lock to
+                if taken:
+                    self._lock.release()
