@@ -102,13 +102,35 @@ def test_trying_takes_a_free_lock_and_never_waits_for_a_taken_one(lock_path: Pat
     second.release()
 
 
+@pytest.fixture
+def waiting(lock_path: Path) -> Iterator[tuple[WriteLock, WriteLock, LockWaiter]]:
+    """This process's lock (with the server's 10 s timeout), another process's lock on the same
+    file, held, and a waiter for the first."""
+    lock, other = WriteLock(lock_path, timeout=10.0), WriteLock(lock_path, timeout=SHORT)
+    waiter = LockWaiter(lock)
+    assert other.acquire()
+    try:
+        yield lock, other, waiter
+    finally:
+        waiter.close()
+        lock.close()
+        other.close()
+
+
+def released_for_the_other(lock: WriteLock, other: WriteLock) -> None:
+    """``lock`` held for this thread until it lets go; the other process's then."""
+    assert other.try_acquire() is False, "held for the loop until it lets go"
+    lock.release()
+    assert other.try_acquire() is True
+    other.release()
+
+
 def test_a_waiter_takes_the_lock_for_the_loop_once_it_is_free_while_the_loop_turns(
-    lock_path: Path,
+    waiting: tuple[WriteLock, WriteLock, LockWaiter],
 ) -> None:
     """The loop asks and goes on; the waiter, blocked in the kernel meanwhile, takes the lock the
     moment the other process lets go and hands it to the loop's thread, which then holds it."""
-    lock, other = WriteLock(lock_path, timeout=10.0), WriteLock(lock_path, timeout=SHORT)
-    waiter = LockWaiter(lock)
+    lock, other, waiter = waiting
 
     async def scenario() -> tuple[int, bool, bool | None]:
         loop = asyncio.get_running_loop()
@@ -123,30 +145,20 @@ def test_a_waiter_takes_the_lock_for_the_loop_once_it_is_free_while_the_loop_tur
         taken = await asyncio.wait_for(handed, timeout=10)
         return turns, taken, lock.try_acquire()
 
-    assert other.acquire()
-    try:
-        turns, taken, again = asyncio.run(scenario())
-        assert turns == 20
-        assert taken, "handed over taken"
-        assert again is None, "the loop's thread holds it: nothing more to take"
-        assert other.try_acquire() is False, "held for the loop until it lets go"
-        lock.release()
-        assert other.try_acquire() is True
-        other.release()
-    finally:
-        waiter.close()
-        lock.close()
-        other.close()
+    turns, taken, again = asyncio.run(scenario())
+    assert turns == 20
+    assert taken, "handed over taken"
+    assert again is None, "the loop's thread holds it: nothing more to take"
+    released_for_the_other(lock, other)
 
 
 def test_a_write_on_the_loops_thread_does_not_wait_for_a_lock_taken_on_its_behalf(
-    lock_path: Path,
+    waiting: tuple[WriteLock, WriteLock, LockWaiter],
 ) -> None:
     """Between the waiter taking the lock for the loop and the loop running its callback, the
     loop's thread may write (a backup code, say) and wait for the lock itself: it sees the lock
     is already held for it and goes on, instead of waiting out the timeout for itself."""
-    lock, other = WriteLock(lock_path, timeout=10.0), WriteLock(lock_path, timeout=SHORT)
-    waiter = LockWaiter(lock)
+    lock, other, waiter = waiting
 
     async def scenario() -> tuple[bool, float, list[bool]]:
         loop = asyncio.get_running_loop()
@@ -164,19 +176,11 @@ def test_a_write_on_the_loops_thread_does_not_wait_for_a_lock_taken_on_its_behal
         await asyncio.sleep(0.01)
         return took, waited, handed
 
-    assert other.acquire()
-    try:
-        took, waited, handed = asyncio.run(scenario())
-        assert took is False, "held already (for this thread): not taken twice, not released"
-        assert waited < 5.0, f"waited {waited:.1f} s for a lock held on its behalf"
-        assert handed == [True]
-        lock.release()
-        assert other.try_acquire() is True
-        other.release()
-    finally:
-        waiter.close()
-        lock.close()
-        other.close()
+    took, waited, handed = asyncio.run(scenario())
+    assert took is False, "held already (for this thread): not taken twice, not released"
+    assert waited < 5.0, f"waited {waited:.1f} s for a lock held on its behalf"
+    assert handed == [True]
+    released_for_the_other(lock, other)
 
 
 def test_a_closed_waiter_stops_its_thread(lock_path: Path) -> None:
@@ -189,14 +193,14 @@ def test_a_closed_waiter_stops_its_thread(lock_path: Path) -> None:
         waiter.request(loop, handed.set_result)
         return await asyncio.wait_for(handed, timeout=10)
 
+    before = set(threading.enumerate())
     assert asyncio.run(once()), "a free lock is handed over at once"
     lock.release()
-    threads = [t for t in threading.enumerate() if t.name == "sparekey-write-lock-waiter"]
-    assert threads
+    (thread,) = set(threading.enumerate()) - before
+    assert thread.name == "sparekey-write-lock-waiter"
     waiter.close()
-    for thread in threads:
-        thread.join(timeout=10)
-        assert not thread.is_alive()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
     loop = asyncio.new_event_loop()
     try:
         with pytest.raises(RuntimeError):
