@@ -116,6 +116,7 @@ class Config:
     count_requests: int  # requests of each kind whose SQL statements are counted
     pi_sqlite_defaults: bool = False  # privacyIDEA's SQLite as it comes: rollback journal, fsync
     client: str = "native"  # the load client: bench/loadclient.c, or "python" (loadgen.py)
+    rounds: int = 1  # every cell measured this many times, the rounds in turn; medians compared
 
 
 FULL = Config(
@@ -129,6 +130,7 @@ FULL = Config(
     layouts=((2, 1), (4, 1), (2, 4), (4, 4)),
     sparekey_nodes=(1, 2),
     count_requests=3,
+    rounds=3,
 )
 QUICK = Config(
     users=64,
@@ -785,19 +787,25 @@ async def compare(report: Report, work: Path, stamp: str) -> None:
                 (pi_result, pi_side(pi, pi_accounts)),
                 (sk_result, sparekey_side(sk, token, sk_accounts)),
             ]
-            for concurrency in config.concurrencies:
-                for workload in WORKLOADS:
-                    for result, side in sides:  # the two in turn, so drift falls on both alike
-                        result.runs.append(
-                            await measure(
-                                side,
-                                workload,
-                                concurrency,
-                                warmup=(config.warmup_requests, config.warmup_seconds),
-                                bounds=(config.max_requests, config.max_seconds),
-                                client=config.client,
+            # Every cell once per round, the two sides in turn: drift on the machine falls on
+            # both alike, and a passing disturbance (a burst of steal, a checkpoint) on one
+            # round of a cell, not on its verdict, which compares the rounds' medians.
+            for round_ in range(1, config.rounds + 1):
+                if config.rounds > 1:
+                    print(f"round {round_} of {config.rounds}", file=sys.stderr, flush=True)
+                for concurrency in config.concurrencies:
+                    for workload in WORKLOADS:
+                        for result, side in sides:
+                            result.runs.append(
+                                await measure(
+                                    side,
+                                    workload,
+                                    concurrency,
+                                    warmup=(config.warmup_requests, config.warmup_seconds),
+                                    bounds=(config.max_requests, config.max_seconds),
+                                    client=config.client,
+                                )
                             )
-                        )
         finally:
             for result, servers in ((pi_result, [pi]), (sk_result, sk)):
                 for server in servers:
@@ -899,33 +907,73 @@ async def run_counts(
 # --- Report ---
 
 
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One side's runs of one workload at one concurrency (one per round), by their medians."""
+
+    runs: Sequence[RunResult]
+
+    def _median(self, values: Iterator[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if len(known) == len(self.runs) else None
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(r.requests_per_second for r in self.runs)
+
+    @property
+    def p50_ms(self) -> float | None:
+        return self._median(r.p50_ms for r in self.runs)
+
+    @property
+    def p99_ms(self) -> float | None:
+        return self._median(r.p99_ms for r in self.runs)
+
+    @property
+    def server_cpu_pct(self) -> float | None:
+        return self._median(r.server_cpu_pct for r in self.runs)
+
+
 def comparison_rows(report: Report) -> list[dict[str, Any]]:
-    """Per workload and concurrency: both sides' rate and latency, the ratio, the target."""
-    runs = {(r.backend, r.workload, r.concurrency): r for b in report.backends for r in b.runs}
+    """Per workload and concurrency: both sides' rate and latency (each the median of the
+    rounds), the ratio of the medians, each round's own ratio, the target."""
+    runs: dict[tuple[str, str, int], list[RunResult]] = {}
+    for backend in report.backends:
+        for r in backend.runs:
+            runs.setdefault((r.backend, r.workload, r.concurrency), []).append(r)
     rows = []
     for workload in WORKLOADS:
         for concurrency in report.config.concurrencies:
-            pi = runs.get(("privacyidea", workload, concurrency))
-            sk = runs.get(("sparekey", workload, concurrency))
-            if pi is None or sk is None:
+            pi_runs = runs.get(("privacyidea", workload, concurrency))
+            sk_runs = runs.get(("sparekey", workload, concurrency))
+            if not pi_runs or not sk_runs:
                 continue
-            ratio = sk.requests_per_second / pi.requests_per_second if pi.requests else None
+            pi, sk = Cell(runs=pi_runs), Cell(runs=sk_runs)
+            ratio = sk.rps / pi.rps if pi.rps else None
             lower_p99 = sk.p99_ms is not None and pi.p99_ms is not None and sk.p99_ms < pi.p99_ms
             cpu_ratio = None
-            if pi.server_cpu_pct and sk.server_cpu_pct and pi.requests_per_second:
-                per_cpu = sk.requests_per_second / sk.server_cpu_pct
-                cpu_ratio = round(per_cpu / (pi.requests_per_second / pi.server_cpu_pct), 1)
+            if pi.server_cpu_pct and sk.server_cpu_pct and pi.rps:
+                per_cpu = sk.rps / sk.server_cpu_pct
+                cpu_ratio = round(per_cpu / (pi.rps / pi.server_cpu_pct), 1)
+            rounds = [
+                round(s.requests_per_second / p.requests_per_second, 1)
+                if p.requests_per_second
+                else None
+                for p, s in zip(pi_runs, sk_runs, strict=False)
+            ]
             rows.append(
                 {
                     "workload": workload,
                     "concurrency": concurrency,
-                    "privacyidea_rps": pi.requests_per_second,
+                    "rounds": len(sk_runs),
+                    "privacyidea_rps": round(pi.rps, 1),
                     "privacyidea_p50_ms": pi.p50_ms,
                     "privacyidea_p99_ms": pi.p99_ms,
-                    "sparekey_rps": sk.requests_per_second,
+                    "sparekey_rps": round(sk.rps, 1),
                     "sparekey_p50_ms": sk.p50_ms,
                     "sparekey_p99_ms": sk.p99_ms,
                     "ratio": None if ratio is None else round(ratio, 1),
+                    "round_ratios": rounds,  # each round's Sparekey rate over privacyIDEA's
                     # verifications per second of server CPU, Sparekey's over privacyIDEA's
                     "ratio_per_cpu_second": cpu_ratio,
                     "target_met": ratio is not None and ratio >= TARGET_RATIO and lower_p99,
@@ -935,29 +983,34 @@ def comparison_rows(report: Report) -> list[dict[str, Any]]:
 
 
 def print_comparison(rows: Sequence[dict[str, Any]]) -> None:
+    rounds = max((row["rounds"] for row in rows), default=1)
+    medians = f", each figure the median of {rounds} rounds" if rounds > 1 else ""
     print(
         f"\nSparekey against privacyIDEA (target: at least {TARGET_RATIO:g}x the throughput "
-        "and a lower p99 at every concurrency):"
+        f"and a lower p99 at every concurrency{medians}):"
     )
     print(
         f"{'workload':<14}{'conc':>5}{'privacyIDEA req/s':>19}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'Sparekey req/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>9}{'target':>9}"
-        f"{'per CPU-s':>11}"
+        f"{'per CPU-s':>11}{'rounds':>8}"
     )
     for row in rows:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.1f}x"
+        each = " ".join("-" if r is None else f"{r:.1f}" for r in row["round_ratios"])
         print(
             f"{row['workload']:<14}{row['concurrency']:>5}{row['privacyidea_rps']:>19.1f}"
             f"{fmt(row['privacyidea_p50_ms']):>9}{fmt(row['privacyidea_p99_ms']):>9}"
             f"{row['sparekey_rps']:>16.1f}{fmt(row['sparekey_p50_ms']):>9}"
             f"{fmt(row['sparekey_p99_ms']):>9}{ratio:>9}"
             f"{'met' if row['target_met'] else 'MISSED':>9}"
-            f"{fmt(row['ratio_per_cpu_second'], 1) + 'x':>11}"
+            f"{fmt(row['ratio_per_cpu_second'], 1) + 'x':>11}  {each}"
         )
     print(
         "per CPU-s: the ratio of verifications per second of server CPU (req/s over the srv cpu "
         "column), which does not depend on how much of the shared machine each server got."
     )
+    if rounds > 1:
+        print("rounds: each round's own ratio, in the order they ran.")
 
 
 def print_statements(counts: Sequence[StatementCount]) -> None:
@@ -987,7 +1040,8 @@ def print_report(report: Report, rows: Sequence[dict[str, Any]]) -> None:
         "client connection to one node in turn. HOTP (RFC 4226, SHA-1, "
         f"6 digits), {config.users} tokens or users per side. Each measured run: at most "
         f"{config.max_requests} requests or {config.max_seconds:g} s, after a warm-up of "
-        f"{config.warmup_requests} requests or {config.warmup_seconds:g} s. CPU: server (for "
+        f"{config.warmup_requests} requests or {config.warmup_seconds:g} s; every run "
+        f"{config.rounds} time(s), the rounds in turn. CPU: server (for "
         "privacyIDEA, gunicorn and all its workers; for Sparekey, all its nodes) and client in % "
         "of one core; host busy and steal in % of all cores.\n"
     )
@@ -1105,6 +1159,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
         help="`sparekey serve` processes on Sparekey's one database, instead of probing 1 and 2",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        help="measure every run this many times, in turn, and compare the medians [3; quick 1]",
+    )
+    parser.add_argument(
         "--no-count", action="store_true", help="skip counting SQL statements per check"
     )
     parser.add_argument(
@@ -1134,7 +1193,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, tuple[int, int] | No
         count_requests=0 if args.no_count else config.count_requests,
         pi_sqlite_defaults=args.pi_sqlite_defaults,
         client=args.client,
+        rounds=config.rounds if args.rounds is None else args.rounds,
     )
+    if config.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if config.users < max(*config.concurrencies, 32):
         parser.error(f"--users must be at least {max(*config.concurrencies, 32)}")
     if args.sparekey_nodes is not None and args.sparekey_nodes < 1:
