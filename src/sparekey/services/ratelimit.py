@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from itertools import islice
 from typing import Protocol
 
@@ -93,14 +94,15 @@ class Limit:
         if self.requests < 1 or not self.per_seconds > 0:
             raise ValueError(f"a limit needs requests >= 1 and per_seconds > 0, not {self}")
 
-    @property
+    @cached_property
     def interval_us(self) -> int:
         """The emission interval ``T``, in whole microseconds (at least one)."""
         return max(1, timedelta(seconds=self.per_seconds / self.requests) // _MICROSECOND)
 
-    @property
+    @cached_property
     def tolerance_us(self) -> int:
-        """The burst tolerance ``tau``: how far ahead of ``now`` the TAT may run."""
+        """The burst tolerance ``tau``: how far ahead of ``now`` the TAT may run (worked out
+        once per limit, as the interval: every request asks for both)."""
         return self.interval_us * (self.requests - 1)
 
 
