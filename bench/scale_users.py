@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -52,8 +53,9 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import SQLAlchemyError
 
-from cpu import background_cpu
-from loadgen import RequestSource, build_request, positive_ints
+from cpu import CpuMeter, CpuUse, background_cpu
+from loadgen import RequestSource, build_request, is_verified, positive_ints
+from nativeload import LoadClientError, client_binary, run_native
 from servers import (
     PG_ADMIN_URL,
     REPO,
@@ -82,12 +84,12 @@ from verify_load import Config as LoadConfig
 from verify_load import (
     hotp,
     loop_name,
-    measure,
     results_stamp,
     run,
     source_state,
     verify_request,
 )
+from verify_load import measure as measure_python
 from verify_report import (
     BackendResult,
     RunResult,
@@ -96,6 +98,8 @@ from verify_report import (
     print_background,
     print_checks,
     print_table,
+    progress_line,
+    summarize,
 )
 
 RESULTS_DIR = REPO / "bench" / "results"
@@ -455,26 +459,26 @@ class Population:
     counters: dict[int, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(20260601))
 
-    def pick(self, worker: int, workers: int) -> int:
+    def pick(self, rng: random.Random, worker: int, workers: int) -> int:
         """A user drawn at random among those this worker owns (n % workers == worker), so no
         user ever has two requests in flight."""
         while True:
-            n = self.rng.randrange(1, self.size + 1)
+            n = rng.randrange(1, self.size + 1)
             if n % workers == worker:
                 return n
 
-    def valid_source(self, worker: int, workers: int) -> RequestSource:
+    def valid_source(self, rng: random.Random, worker: int, workers: int) -> RequestSource:
         def next_request() -> bytes:
-            n = self.pick(worker, workers)
+            n = self.pick(rng, worker, workers)
             counter = self.counters.get(n, 1)
             self.counters[n] = counter + 1
             return verify_request(self.port, self.token, user_id(n), hotp(seed(n), counter))
 
         return next_request
 
-    def wrong_source(self, worker: int, workers: int) -> RequestSource:
+    def wrong_source(self, rng: random.Random, worker: int, workers: int) -> RequestSource:
         def next_request() -> bytes:
-            n = self.pick(worker, workers)
+            n = self.pick(rng, worker, workers)
             return verify_request(self.port, self.token, user_id(n), self.wrong_code(n))
 
         return next_request
@@ -487,8 +491,63 @@ class Population:
         return next(f"{c:06d}" for c in range(1_000_000) if f"{c:06d}" not in near)
 
     def sources(self, workload: str, workers: int) -> list[RequestSource]:
+        """One source per worker, each drawing its users from a generator of its own (seeded
+        from the population's), so that what one worker sends does not depend on how far the
+        others got: the C client's requests are built ahead, and what was sent replayed."""
         make = self.valid_source if workload == "verify-valid" else self.wrong_source
-        return [make(worker, workers) for worker in range(workers)]
+        rngs = [random.Random(self.rng.getrandbits(64)) for _ in range(workers)]
+        return [make(rng, worker, workers) for worker, rng in enumerate(rngs)]
+
+
+@dataclass
+class Rewind:
+    """The whole client-side state of a population, as :func:`nativeload.run_native` winds an
+    account back: read ``next_counter`` to take it, assign it to put it back."""
+
+    population: Population
+
+    @property
+    def next_counter(self) -> Any:
+        return dict(self.population.counters), self.population.rng.getstate()
+
+    @next_counter.setter
+    def next_counter(self, state: Any) -> None:
+        counters, rng_state = state
+        self.population.counters = dict(counters)
+        self.population.rng.setstate(rng_state)
+
+
+async def measure(
+    server: Server,
+    backend: str,
+    workload: str,
+    population: Population,
+    concurrency: int,
+    config: LoadConfig,
+) -> RunResult:
+    """Warm up, then one bounded measured run, driven by the C load client (``loadclient.c``,
+    as the comparison's): one keep-alive connection per worker, every answer judged."""
+    ports = [server.port] * concurrency
+    native = functools.partial(
+        run_native,
+        ports,
+        lambda: population.sources(workload, concurrency),
+        [Rewind(population)],
+        verdict=is_verified,
+    )
+    await native(max_requests=config.warmup_requests, max_seconds=config.warmup_seconds)
+    meter = CpuMeter(server.pid)
+    readings: list[CpuUse] = []
+    stats = await native(
+        max_requests=config.max_requests,
+        max_seconds=config.max_seconds,
+        on_start=meter.start,
+        on_stop=lambda seconds: readings.append(meter.read(client_elsewhere=seconds)),
+    )
+    server.check_alive()
+    result = summarize(backend, workload, concurrency, stats, readings[0])
+    print(progress_line(result), file=sys.stderr, flush=True)
+    return result
 
 
 # --- Query plans of the hot path ---
@@ -623,9 +682,13 @@ async def measure_rounds(report: Report, work: Path, stamp: str) -> None:
                 for concurrency in config.concurrencies:
                     for workload in WORKLOADS:
                         for size in order:
-                            sources = populations[size].sources(workload, concurrency)
                             run_result = await measure(
-                                [servers[size]], label(size), workload, sources, load
+                                servers[size],
+                                label(size),
+                                workload,
+                                populations[size],
+                                concurrency,
+                                load,
                             )
                             results[size].runs.append(run_result)
                             runs.append(run_result)
@@ -657,7 +720,7 @@ async def settle(
         print(f"settling {label(size)} for {seconds:g} s ...", file=sys.stderr, flush=True)
         sources = population.sources("verify-valid", SETTLE_CONCURRENCY)
         report.settling.append(
-            await measure([servers[size]], label(size), "verify-valid", sources, load)
+            await measure_python([servers[size]], label(size), "verify-valid", sources, load)
         )
 
 
@@ -880,6 +943,11 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    try:
+        client_binary()
+    except LoadClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stamp = results_stamp()
     report = Report(config=config)
     run(run_scale(report, stamp))
