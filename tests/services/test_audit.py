@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from sparekey.domain.errors import ConflictError, UserExistsError
 from sparekey.domain.models import Caller, FactorType
@@ -11,6 +11,8 @@ from sparekey.domain.ports import FixedClock
 from sparekey.protocols.otpauth import b32encode
 from sparekey.runtime import Sparekey
 from sparekey.settings import Settings
+from sparekey.storage import audit as audit_repo
+from sparekey.storage.audit import Checkpoint
 from tests.helpers import totp_code
 
 APP = Caller(type="api_key", id="key1", ip="203.0.113.9", user_agent="Browser/1.0")
@@ -83,6 +85,32 @@ def test_sealed_chain_verifies(sparekey: Sparekey, clock: FixedClock) -> None:
     sparekey.users.delete("bob")
     sparekey.audit.seal_all()
     assert sparekey.audit.verify().checkpoints == 2
+
+
+def test_a_round_sealed_while_the_chain_is_checked_is_not_a_gap(
+    sparekey: Sparekey, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's sealer goes on while someone checks the chain: the check reads the chain's
+    recorded end first and the records after, and a round committed in between must not look
+    like records gone missing (or tampering)."""
+    populate(sparekey, clock)
+    sparekey.audit.seal_all()
+    read_checkpoints = audit_repo.checkpoints
+    rounds: list[int] = []
+
+    def checkpoints_then_a_round(conn: Connection) -> list[Checkpoint]:
+        found = read_checkpoints(conn)
+        if not rounds:  # once the check has read the chain's end: another round commits
+            sparekey.users.create(user_id="carol", display_name=None, email=None, caller=APP)
+            rounds.append(sparekey.audit.seal_all())
+        return found
+
+    monkeypatch.setattr(audit_repo, "checkpoints", checkpoints_then_a_round)
+    report = sparekey.audit.verify()
+    assert rounds == [1]
+    assert (report.ok, report.problem, report.sealed) == (True, None, 12)
+    monkeypatch.undo()
+    assert sparekey.audit.verify().sealed == 13
 
 
 def _sealed(sparekey: Sparekey, clock: FixedClock) -> list[int]:

@@ -295,8 +295,9 @@ class Auditor:
         return None
 
     def verify(self) -> ChainReport:
-        """Check every record, the chain's order and completeness, and every checkpoint."""
-        with self._db.read() as conn:
+        """Check every record, the chain's order and completeness, and every checkpoint, all as
+        of one moment (a round sealed meanwhile is not a gap between the chain and its end)."""
+        with self._db.snapshot() as conn:
             last_seq, last_digest = repo.chain_state(conn, lock=False)
             checkpoints = {c.seq: c for c in repo.checkpoints(conn)}
             expected, previous = 1, _GENESIS

@@ -299,6 +299,22 @@ class Database:
             conn.rollback()
 
     @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only unit whose statements all see the database as of its first one, whatever
+        commits meanwhile: a deferred transaction on SQLite (whose reads otherwise take a
+        snapshot per statement), REPEATABLE READ on PostgreSQL (READ COMMITTED, its default,
+        does the same). For reads that must agree with each other, such as checking the audit
+        chain against its recorded end while the sealer goes on."""
+        with self._engine().connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sparekey_snapshot=True)
+            else:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin() as transaction:
+                yield conn
+                transaction.rollback()
+
+    @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that commits when the block ends and rolls back if it raises."""
         with self._engine().connect() as conn, self._writer():
@@ -681,6 +697,10 @@ def _enter_wal(cursor: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    # Writes take the write lock up front; reads run in autocommit, a snapshot per statement.
-    if conn.get_execution_options().get("sparekey_write", False):
+    # Writes take the write lock up front; reads run in autocommit, a snapshot per statement,
+    # unless they asked for one snapshot throughout (Database.snapshot).
+    options = conn.get_execution_options()
+    if options.get("sparekey_write", False):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif options.get("sparekey_snapshot", False):
+        conn.exec_driver_sql("BEGIN")
