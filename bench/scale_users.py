@@ -535,7 +535,13 @@ async def measure(
         [Rewind(population)],
         verdict=is_verified,
     )
-    await native(max_requests=config.warmup_requests, max_seconds=config.warmup_seconds)
+    warm = await native(max_requests=config.warmup_requests, max_seconds=config.warmup_seconds)
+    wrong = warm.requests - warm.verified if workload == "verify-valid" else warm.verified
+    if wrong or warm.errors:  # the warm-up's answers are judged as well
+        raise ServerError(
+            f"{backend} {workload} c={concurrency} warm-up: {wrong} wrong answers, "
+            f"{warm.errors} errors; e.g. {warm.samples[:2]}"
+        )
     meter = CpuMeter(server.pid)
     readings: list[CpuUse] = []
     stats = await native(
