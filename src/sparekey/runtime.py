@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import tomli_w
+from sqlalchemy import Connection
 
 from sparekey.crypto.keyring import KekResolver, Keyring
 from sparekey.crypto.providers import (
@@ -21,11 +22,11 @@ from sparekey.crypto.providers import (
     KeyProvider,
     KeyProviderError,
 )
-from sparekey.domain.models import Caller, Scope
+from sparekey.domain.models import SYSTEM, Caller, Scope
 from sparekey.domain.ports import Clock, SystemClock
 from sparekey.services.api_keys import ApiKeyService
 from sparekey.services.assurance import AssuranceService
-from sparekey.services.audit import Auditor
+from sparekey.services.audit import AuditEntry, Auditor
 from sparekey.services.backup_codes import BackupCodeService
 from sparekey.services.delivery import (
     CodeSender,
@@ -61,6 +62,7 @@ from sparekey.services.webauthn import AuthenticatorDirectory, WebAuthnPolicy, W
 from sparekey.settings import Settings, SettingsError
 from sparekey.storage.database import Database, SchemaError, SchemaStatus, SchemaUpgrade
 from sparekey.storage.keystore import SqlKeyStore
+from sparekey.storage.outbox import OutboxMessage
 from sparekey.storage.prepared import Unit
 
 if TYPE_CHECKING:
@@ -90,6 +92,7 @@ class Sparekey:
             resync_window=settings.resync_window,
         )
         self.outbox = Outbox(email=bool(settings.smtp_host), webhook=bool(settings.webhook_url))
+        self.audit = Auditor(db=db, keyring=keyring, clock=clock, outbox=self.outbox)
         self.delivery = DeliveryWorker(
             db=db,
             clock=clock,
@@ -97,8 +100,9 @@ class Sparekey:
             lease_seconds=settings.notify_lease_seconds,
             max_attempts=settings.notify_max_attempts,
             interval=settings.notify_poll_seconds,
+            retention=timedelta(days=settings.notify_retention_days),
+            on_given_up=functools.partial(_record_given_up, self.audit),
         )
-        self.audit = Auditor(db=db, keyring=keyring, clock=clock, outbox=self.outbox)
         self.code_senders = build_code_senders(settings, clock=clock)  # for email and SMS codes
         limiter = build_rate_limiter(settings.redis_url or None)
         self.guard = RequestGuard(
@@ -602,3 +606,19 @@ def _schema_note(status: SchemaStatus) -> str | None:
     if status.ahead:
         return f"{status.describe()}; starting without migrating"
     return status.contracts_note()
+
+
+def _record_given_up(auditor: Auditor, conn: Connection, message: OutboxMessage) -> None:
+    """The audit record of a notification the worker gave up on, in that same transaction: the
+    user was not told of a security change, which an operator should know and follow up."""
+    user_id = json.loads(message.payload).get("user_id")
+    details = {
+        "notification": message.event,
+        "channel": message.channel,
+        "event_id": message.event_id,
+        "attempts": message.attempts,
+    }
+    entry = AuditEntry(
+        event="notification.given_up", outcome="failure", user_id=user_id, details=details
+    )
+    auditor.record(conn, entry, SYSTEM)

@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     notify_lease_seconds: float = Field(default=300.0, gt=0, le=86_400, validate_default=True)
     notify_max_attempts: int = Field(default=12, ge=1, le=100)
     notify_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    notify_retention_days: int = Field(
+        default=30, ge=1, le=3650, description="keep delivered and given-up notifications this long"
+    )
     # One-time codes by email and SMS (services/delivery.py). Email codes use the smtp_* settings.
     sms_provider: Literal["none", "twilio", "http"] = Field(
         default="none", description="how text messages are sent; none: no SMS codes"

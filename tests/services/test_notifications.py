@@ -298,6 +298,111 @@ def test_gives_up_after_the_last_attempt_and_keeps_the_row(
     assert row.delivered_at is None
 
 
+def test_giving_up_is_audited_in_the_same_transaction(
+    settings: Settings, clock: FixedClock
+) -> None:
+    """Wired as the runtime wires it: the user was not told, and the audit log says so."""
+    with WebhookReceiver(respond=lambda _id, _n: 503) as receiver:
+        configured = load_settings(
+            settings.data_dir,
+            database_url=settings.database_url,
+            webhook_url=receiver.url,
+            webhook_secret=SECRET.decode(),
+            notify_max_attempts=2,
+        )
+        initialize(configured, clock=clock)
+        app = Sparekey.open(configured, clock=clock)
+        try:
+            app.users.create(user_id="alice", display_name=None, email=None)
+            enqueue(app, "factor.lost", outbox=app.outbox, factor_id="f1")
+            assert app.delivery.run_once() == 0
+            assert not app.audit.query(events=("notification.given_up",)).records
+            clock.advance(30)
+            assert app.delivery.run_once() == 0
+            [row] = rows(app)
+            [record] = app.audit.query(events=("notification.given_up",)).records
+            app.audit.seal_all()
+            assert app.audit.verify().ok
+        finally:
+            app.close()
+    assert len(receiver.hooks) == 2
+    assert row.failed_at == clock.now()
+    assert (record.user_id, record.outcome, record.actor_type) == ("alice", "failure", "system")
+    assert record.details == {
+        "notification": "factor.lost",
+        "channel": "webhook",
+        "event_id": row.event_id,
+        "attempts": 2,
+    }
+
+
+def test_settled_notifications_are_deleted_once_past_the_retention(
+    alice: Sparekey, clock: FixedClock
+) -> None:
+    hooks = Outbox(email=False, webhook=True)
+    enqueue(alice, "factor.removed", outbox=hooks)  # delivered
+    enqueue(alice, "factor.lost", outbox=hooks)  # given up
+    enqueue(alice, "recovery.started")  # the webhook delivered; the email never sent (no sender)
+    refused = {next(r.event_id for r in rows(alice) if r.event == "factor.lost")}
+    with WebhookReceiver(respond=lambda event_id, _n: 503 if event_id in refused else 200) as hook:
+        deliver = worker(alice, webhook(hook), max_attempts=3)
+        assert deliver.run_once() == 2
+        clock.advance(30)
+        assert deliver.run_once() == 0
+        clock.advance(60)
+        assert deliver.run_once() == 0  # factor.lost's third attempt: given up
+        clock.advance(30 * 86_400 - 91)
+        enqueue(alice, "backup_codes.generated", outbox=hooks)  # recent, delivered
+        assert deliver.run_once() == 1
+        settled = [(r.event, r.channel, r.delivered_at, r.failed_at) for r in rows(alice)]
+        assert deliver.prune() == 0, "nothing was written 30 days ago yet"
+        clock.advance(2)
+        assert deliver.prune() == 3
+        assert deliver.prune() == 0
+    assert [
+        (event, channel, bool(done), bool(failed)) for event, channel, done, failed in settled
+    ] == [
+        ("factor.removed", "webhook", True, False),
+        ("factor.lost", "webhook", False, True),
+        ("recovery.started", "email", False, False),
+        ("recovery.started", "webhook", True, False),
+        ("backup_codes.generated", "webhook", True, False),
+    ]
+    left = [(r.event, r.channel, r.attempts, r.next_attempt_at is not None) for r in rows(alice)]
+    assert left == [
+        ("recovery.started", "email", 0, True),  # old, but pending: kept, and looked past
+        ("backup_codes.generated", "webhook", 1, False),
+    ]
+
+
+def test_pruning_reads_batch_by_batch_and_stops_at_the_first_recent_row(
+    alice: Sparekey, clock: FixedClock
+) -> None:
+    hooks = Outbox(email=False, webhook=True)
+    for _ in range(5):
+        enqueue(alice, "factor.removed", outbox=hooks)
+    with WebhookReceiver() as receiver:
+        assert worker(alice, webhook(receiver)).drain() == 5
+    clock.advance(10)
+    cut_off = clock.now()
+    enqueue(alice, "factor.lost", outbox=hooks)  # after the cut-off, still pending
+    for _ in range(3):
+        enqueue(alice, "factor.removed", outbox=hooks)
+    first_id = rows(alice)[0].id
+    batches = []
+    after_id = 0
+    while True:
+        with alice.db.write() as conn:
+            pruned = repo.prune_settled(conn, before=cut_off, after_id=after_id, limit=2)
+        batches.append((pruned.deleted, pruned.last_id - first_id, pruned.done))
+        after_id = pruned.last_id
+        if pruned.done:
+            break
+    # Two rows a batch; the third batch meets the first row written after the cut-off
+    assert batches == [(2, 1, False), (2, 3, False), (1, 4, True)]
+    assert [r.event for r in rows(alice)] == ["factor.lost"] + ["factor.removed"] * 3
+
+
 def test_backoff_doubles_up_to_an_hour(alice: Sparekey) -> None:
     deliver = worker(alice)
     assert [deliver.retry_delay(n).total_seconds() for n in (1, 2, 3, 7, 8, 20)] == [

@@ -9,10 +9,13 @@ commit loses the change and its notification together; after it, the rows wait f
 
 :class:`DeliveryWorker` claims due rows under a lease (see :mod:`sparekey.storage.outbox`), sends
 each, and marks it delivered or schedules a retry with exponential backoff (30 s, 1 min, 2 min ...
-capped at 1 h), giving up after ``max_attempts`` (the row stays, with its last error). A worker that
+capped at 1 h), giving up after ``max_attempts`` (the row stays, with its last error, and the audit
+log records ``notification.given_up`` in the same transaction). A worker that
 dies between sending and recording sends that row again once its lease runs out: delivery is **at
 least once**, and every event carries a stable UUID that receivers deduplicate on (``id`` in the
-JSON body, the ``Sparekey-Event-Id`` header of both the webhook and the email).
+JSON body, the ``Sparekey-Event-Id`` header of both the webhook and the email). Rows delivered or
+given up are deleted once they are older than the retention (``notify_retention_days``), by
+:meth:`DeliveryWorker.prune`, which every worker runs once an hour.
 
 Webhooks are signed like Stripe's: ``Sparekey-Signature: t=<unix time>,v1=<hex>``, where ``v1`` is
 HMAC-SHA256 with the webhook secret over ``"<t>.<body>"``. A receiver recomputes it over the raw
@@ -30,8 +33,9 @@ import json
 import logging
 import ssl
 import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -493,12 +497,19 @@ class _Round:
     delivered: int
 
 
+GivenUp = Callable[[Connection, OutboxMessage], None]
+"""Called in the transaction that gives up on a row (the runtime records it in the audit log)."""
+
+PRUNE_BATCH = 500  # rows looked at per pruning transaction: short, so delivery is not held up
+
+
 class DeliveryWorker:
     """Claims due outbox rows in batches and delivers them; :meth:`start` runs it in a thread.
 
     Any number of workers, on any number of nodes, may run at once: a claimed row is leased to
     one worker for ``lease_seconds``, and a worker starts a send only while at least three send
-    timeouts of its lease remain (it hands the rest of its batch back otherwise).
+    timeouts of its lease remain (it hands the rest of its batch back otherwise). Running, it
+    also deletes settled rows past ``retention`` every ``prune_seconds`` (:meth:`prune`).
     """
 
     def __init__(
@@ -513,6 +524,9 @@ class DeliveryWorker:
         retry_base_seconds: float = 30.0,
         retry_max_seconds: float = 3600.0,
         interval: float = 1.0,
+        retention: timedelta = timedelta(days=30),
+        prune_seconds: float = 3600.0,
+        on_given_up: GivenUp | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -523,6 +537,9 @@ class DeliveryWorker:
         self._retry_base = retry_base_seconds
         self._retry_max = retry_max_seconds
         self._interval = interval
+        self._retention = retention
+        self._prune_seconds = prune_seconds
+        self._on_given_up = on_given_up
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -551,6 +568,24 @@ class DeliveryWorker:
             if done.attempted < self._batch_size:
                 break
         return delivered
+
+    def prune(self) -> int:
+        """Delete the rows delivered or given up that were written more than the retention ago,
+        a short transaction per :data:`PRUNE_BATCH` rows; returns how many were deleted."""
+        before = self._clock.now() - self._retention
+        deleted, after_id = 0, 0
+        while not self._stop.is_set():
+            with self._db.write() as conn:
+                pruned = repo.prune_settled(
+                    conn, before=before, after_id=after_id, limit=PRUNE_BATCH
+                )
+            deleted += pruned.deleted
+            after_id = pruned.last_id
+            if pruned.done:
+                break
+        if deleted:
+            log.info("deleted %d notifications settled and written before %s", deleted, before)
+        return deleted
 
     def _round(self) -> _Round:
         if not self._senders:
@@ -601,7 +636,11 @@ class DeliveryWorker:
         error = error[:_MAX_ERROR]
         with self._db.write() as conn:
             if message.attempts >= self._max_attempts:
-                repo.mark_failed(conn, message.id, lease_until=lease_until, now=now, error=error)
+                held = repo.mark_failed(
+                    conn, message.id, lease_until=lease_until, now=now, error=error
+                )
+                if held and self._on_given_up is not None:
+                    self._on_given_up(conn, message)
                 log.error(
                     "gave up on %s notification %s (%s) after %d attempts: %s",
                     message.channel,
@@ -645,9 +684,16 @@ class DeliveryWorker:
                 close()
 
     def _run(self) -> None:
+        prune_at = time.monotonic()  # at start, then every prune_seconds
         while not self._stop.is_set():
             try:
                 self.drain()
             except Exception:  # the next round retries; a server must not stop over it
                 log.exception("delivering notifications failed")
+            if time.monotonic() >= prune_at:
+                prune_at = time.monotonic() + self._prune_seconds
+                try:
+                    self.prune()
+                except Exception:  # the next hour's pruning retries
+                    log.exception("deleting old notifications failed")
             self._stop.wait(self._interval)

@@ -4,6 +4,9 @@ A worker claims due rows with one statement that sets their lease (``locked_unti
 attempt. On PostgreSQL its CTE takes the rows ``FOR UPDATE SKIP LOCKED``, so two workers on two
 nodes claim disjoint rows without waiting for each other; on SQLite the write transaction's
 ``BEGIN IMMEDIATE`` serializes claims. A row whose lease has not run out is claimed by no one.
+
+A row is settled once delivered or given up (``next_attempt_at`` is then NULL); settled rows
+written before the retention cut-off are deleted oldest first (:func:`prune_settled`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from sparekey.storage.prepared import Prepared, Unit, run
@@ -21,11 +24,13 @@ from sparekey.storage.tables import outbox, users
 
 __all__ = [
     "OutboxMessage",
+    "Pruned",
     "claim_due",
     "insert_message",
     "mark_delivered",
     "mark_failed",
     "messages",
+    "prune_settled",
     "release",
     "schedule_retry",
     "user_email",
@@ -201,3 +206,42 @@ def messages(conn: Connection, *, event_id: str | None = None) -> list[OutboxMes
     if event_id is not None:
         stmt = stmt.where(outbox.c.event_id == event_id)
     return [_message(row) for row in conn.execute(stmt)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pruned:
+    deleted: int
+    last_id: int  # the batch looked at rows up to this id; the next one starts after it
+    done: bool  # no settled row written before the cut-off is left past ``last_id``
+
+
+def prune_settled(conn: Connection, *, before: datetime, after_id: int, limit: int) -> Pruned:
+    """Delete the settled rows (delivered, or given up) written before ``before`` among the
+    ``limit`` oldest rows after ``after_id``.
+
+    Rows are read in the order they were written (the primary key's), so no index on the times
+    is needed and no pass reads more than one batch past the cut-off: the first row written
+    after it ends the pruning. A row still pending is left, whatever its age, and looked past.
+    """
+    head = conn.execute(
+        select(outbox.c.id, outbox.c.created_at, outbox.c.next_attempt_at)
+        .where(outbox.c.id > after_id)
+        .order_by(outbox.c.id)
+        .limit(limit)
+    ).all()
+    done = len(head) < limit
+    last_id, expired = after_id, []
+    for row_id, created_at, next_attempt_at in head:
+        if created_at >= before:
+            done = True
+            break
+        last_id = row_id
+        if next_attempt_at is None:
+            expired.append(row_id)
+    deleted = 0
+    if expired:
+        result = conn.execute(
+            delete(outbox).where(outbox.c.id.in_(expired), outbox.c.next_attempt_at.is_(None))
+        )
+        deleted = result.rowcount
+    return Pruned(deleted=deleted, last_id=last_id, done=done)
